@@ -1,0 +1,171 @@
+"""benchmark: latency and throughput of every backend at one precision, side by side.
+
+For each batch size: ``compute`` (device-resident input/output, CUDA events), ``compute``
+with a CUDA graph, and ``end_to_end`` (pinned host input -> device -> host logits, host
+clock); at the largest batch a ``pipelined`` end-to-end run that overlaps copies and
+compute. Every record says what was timed. Each backend runs in its own process, so its
+device-memory reading is its own. Torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .lib.cli import run_main
+from .lib.errors import BackendUnavailable, PipelineError, UnsupportedCombination
+from .lib.fanout import per_backend, status_of
+from .lib.io import write_csv, write_json
+from .lib.params import Params, load_params
+from .lib.runners import Artifacts, Runner, create_runner
+from .lib.timing import TimedOp, measure, measure_span, summarize
+
+log = logging.getLogger(__name__)
+
+LAYER_PROFILE_ITERATIONS = 20
+TOP_LAYERS = 10
+
+
+def _cuda_mem() -> float | None:
+    try:
+        from .lib import cuda
+
+        cuda.check(cuda._runtime().cudaFree(0))  # create the context before the baseline
+        return cuda.mem_used_mb()
+    except (PipelineError, ImportError):
+        return None
+
+
+def batch_sizes(backend: str, p: Params) -> list[int]:
+    return list(p.bench.compile_batch_sizes if backend == "torch_compile" else p.bench.batch_sizes)
+
+
+def time_case(op: TimedOp, p: Params, batch: int, mode: str) -> dict[str, Any]:
+    try:
+        stats = summarize(measure(op, p.bench.warmup, p.bench.iterations, p.bench.max_seconds), batch)
+    finally:
+        op.close()
+    return {"batch_size": batch, "mode": mode, "cuda_graph": op.cuda_graph, **stats, "timed": op.timed}
+
+
+def bench_runner(runner: Runner, backend: str, p: Params) -> list[dict[str, Any]]:
+    rows = []
+    gpu = runner.device == "cuda"
+    sizes = batch_sizes(backend, p)
+    for b in sizes:
+        rows.append(time_case(runner.compute_op(b, cuda_graph=False), p, b, "compute"))
+        if gpu and p.bench.cuda_graph:
+            op = runner.compute_op(b, cuda_graph=True)
+            if op.cuda_graph:
+                rows.append(time_case(op, p, b, "compute"))
+            else:
+                op.close()
+        if gpu:
+            rows.append(time_case(runner.end_to_end_op(b), p, b, "end_to_end"))
+        log.info("%s %s batch %d: %s", backend, runner.precision, b,
+                 ", ".join(f"{r['mode']}{'+graph' if r['cuda_graph'] else ''} "
+                           f"p50 {r['latency_ms_p50']:.3f} ms / {r['throughput_ips']:.0f} img/s"
+                           for r in rows if r["batch_size"] == b))
+    pipe = runner.pipelined_op(max(sizes), p.bench.streams) if gpu else None
+    if pipe is not None:
+        b = max(sizes)
+        iters = max(10, p.bench.iterations)
+        try:
+            span = measure_span(pipe, p.bench.warmup, iters)
+        finally:
+            pipe.close()
+        rows.append({"batch_size": b, "mode": "pipelined", "cuda_graph": False,
+                     "throughput_ips": round(b * iters / (span / 1000.0), 1), "iterations": iters,
+                     "clock": "host perf_counter over the whole run, synchronised at the end",
+                     "timed": pipe.timed})
+    return rows
+
+
+def child(args: argparse.Namespace) -> None:
+    p = load_params(args.params)
+    artifacts = Artifacts(args.checkpoint, args.onnx, args.engine_dir)
+    try:
+        runner = create_runner(args.backend, args.precision, artifacts, p)
+    except (UnsupportedCombination, BackendUnavailable) as exc:
+        write_json(args.part, status_of(exc))
+        return
+    try:
+        base = _cuda_mem() if runner.device == "cuda" else None
+        with runner:
+            rows = bench_runner(runner, args.backend, p)
+            record: dict[str, Any] = {"status": "ok", "rows": rows, "runtime": runner.describe()}
+            after = _cuda_mem() if base is not None else None
+            if base is not None and after is not None:
+                record["device_mem_mb"] = round(after - base, 1)
+            if p.bench.layer_profile and hasattr(runner, "layer_profile"):
+                b = max(batch_sizes(args.backend, p))
+                layers = runner.layer_profile(b, LAYER_PROFILE_ITERATIONS)
+                record["layer_profile"] = {"batch_size": b, "layers": layers[:TOP_LAYERS],
+                                           "total_ms": round(sum(r["ms_mean"] for r in layers), 4)}
+    except PipelineError as exc:
+        record = {"status": "failed", "reason": str(exc)}
+    write_json(args.part, record)
+
+
+def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Flat numbers for `dvc metrics`: batch-1 latency and best throughput per mode."""
+    out: dict[str, Any] = {}
+    for mode in ("compute", "end_to_end", "pipelined"):
+        mine = [r for r in rows if r["mode"] == mode]
+        if not mine:
+            continue
+        best = max(mine, key=lambda r: r["throughput_ips"])
+        out[f"{mode}_throughput_ips_max"] = best["throughput_ips"]
+        out[f"{mode}_throughput_batch"] = best["batch_size"]
+        b1 = [r for r in mine if r["batch_size"] == 1 and "latency_ms_p50" in r]
+        if b1:
+            out[f"{mode}_bs1_latency_ms_p50"] = min(r["latency_ms_p50"] for r in b1)
+    return out
+
+
+def parent(args: argparse.Namespace) -> None:
+    p = load_params(args.params)
+    passthrough = ["--params", args.params, "--precision", args.precision,
+                   "--checkpoint", str(args.checkpoint), "--onnx", str(args.onnx),
+                   "--engine-dir", str(args.engine_dir)]
+    results = per_backend("stages.benchmark", p.backends, passthrough)
+    summary: dict[str, Any] = {"precision": args.precision, "profile": p.profile}
+    records: list[dict[str, Any]] = []
+    layers: dict[str, Any] = {}
+    for backend, rec in results.items():
+        rows = rec.pop("rows", [])
+        for r in rows:
+            records.append({"backend": backend, "precision": args.precision, **r})
+        if "layer_profile" in rec:
+            layers[backend] = rec.pop("layer_profile")
+        summary[backend] = {**rec, **headline(rows)} if rows else rec
+    write_csv(args.records, records) if records else args.records.write_text("backend\n")
+    write_json(args.layers, layers)
+    write_json(args.out, summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--precision", required=True, choices=("fp32", "fp16", "int8"))
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--onnx", type=Path, required=True)
+    ap.add_argument("--engine-dir", type=Path, required=True)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--records", type=Path)
+    ap.add_argument("--layers", type=Path)
+    ap.add_argument("--backend", help="(internal) benchmark one backend and write --part")
+    ap.add_argument("--part", type=Path)
+    args = ap.parse_args(argv)
+    if args.backend:
+        return run_main(f"benchmark {args.backend} {args.precision}", lambda: child(args))
+    if args.out is None or args.records is None or args.layers is None:
+        ap.error("--out, --records and --layers are required")
+    return run_main(f"benchmark {args.precision}", lambda: parent(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

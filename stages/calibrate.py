@@ -1,0 +1,166 @@
+"""calibrate: explicit INT8 quantization -> a Q/DQ ONNX model + a readable range cache.
+
+Ranges come from ONNX Runtime's calibrators (entropy, minmax or percentile) over the
+calibration subset of the *training* split. Q/DQ nodes follow TensorRT's placement advice:
+symmetric INT8, per-channel weights, float bias, Q/DQ on the inputs of Conv (which also
+quantizes each residual block's skip input, the pattern TensorRT fuses into conv+add) and,
+optionally, on Add.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .lib import data
+from .lib.cli import run_main
+from .lib.errors import OnnxModelError
+from .lib.io import atomic_path, write_json
+from .lib.params import CalibrateParams, Params, load_params
+from .lib.progress import progress
+
+log = logging.getLogger(__name__)
+
+BATCH = 32
+
+
+class _Reader:
+    """ONNX Runtime CalibrationDataReader over preprocessed calibration batches."""
+
+    def __init__(self, input_name: str, batches: list[np.ndarray]) -> None:
+        self.input_name = input_name
+        self._iter = iter(progress(batches, total=len(batches), desc="calibrate"))
+        self._n = len(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self._iter, None)
+        return None if x is None else {self.input_name: x}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def set_range(self, start_index: int, end_index: int) -> None:  # pragma: no cover - unused API
+        raise NotImplementedError
+
+
+def calibration_batches(p: Params, calib: data.Split) -> list[np.ndarray]:
+    n = min(p.calibrate.num_images, len(calib))
+    return [data.preprocess(calib.images[i:i + BATCH], p.data.mean, p.data.std, p.model.image_size)
+            for i in range(0, n, BATCH)]
+
+
+def compute_ranges(onnx_path: Path, batches: list[np.ndarray], c: CalibrateParams,
+                   providers: list[str]) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    method = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
+              "percentile": CalibrationMethod.Percentile}[c.method]
+    extra: dict[str, Any] = {"symmetric": True, "max_intermediate_outputs": 8}
+    if c.method == "percentile":
+        extra["percentile"] = c.percentile
+    import onnx
+
+    input_name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
+    with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
+        calibrator = create_calibrator(Path(onnx_path), None,
+                                       augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=method, providers=providers,
+                                       extra_options=extra)
+        calibrator.collect_data(_Reader(input_name, batches))
+        return calibrator.compute_data()
+
+
+def ranges_to_json(tensors: Any, c: CalibrateParams, n_images: int) -> dict[str, Any]:
+    out = {}
+    for name, td in sorted(tensors.data.items()):
+        lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in td.range_value)
+        out[name] = {"min": lo, "max": hi, "amax": max(abs(lo), abs(hi))}
+    return {"method": c.method, "percentile": c.percentile if c.method == "percentile" else None,
+            "images": n_images, "symmetric": True, "tensors": out}
+
+
+def quantize(onnx_path: Path, tensors: Any, c: CalibrateParams, dest: Path) -> dict[str, int]:
+    import onnx
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    model = onnx.load(str(onnx_path))
+    # Conv only: the 512->10 classifier is negligible work, and Gemm per-channel Q/DQ axes
+    # differ across TensorRT versions.
+    op_types = ["Conv"] + (["Add"] if c.quantize_residual_add else [])
+    extra = {
+        "ActivationSymmetric": True,        # TensorRT requires zero-point 0
+        "WeightSymmetric": True,
+        "QuantizeBias": False,              # TensorRT fuses float bias into the conv
+        "AddQDQPairToWeight": True,         # float weights + Q/DQ: parsed by 8.6 and 10.x alike
+        "QDQKeepRemovableActivations": True,
+        "OpTypesToExcludeOutputQuantization": ["Conv"],
+    }
+    quantizer = QDQQuantizer(model, c.per_channel, False, QuantType.QInt8, QuantType.QInt8,
+                             tensors, None, None, op_types, extra)
+    quantizer.quantize_model()
+    with atomic_path(dest) as tmp:
+        quantizer.model.save_model_to_file(str(tmp), False)
+        try:
+            onnx.checker.check_model(str(tmp))
+        except onnx.checker.ValidationError as exc:
+            raise OnnxModelError(f"{dest}: the Q/DQ model fails onnx.checker ({exc})") from exc
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(dest)).graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def run(args: argparse.Namespace) -> None:
+    p = load_params(args.params)
+    if not args.onnx.is_file():
+        raise OnnxModelError(f"{args.onnx} is missing: run `dvc repro export`")
+    calib = data.load_split(args.calib)
+    batches = calibration_batches(p, calib)
+    n_images = sum(len(b) for b in batches)
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if p.device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    t0 = time.perf_counter()
+    tensors = compute_ranges(args.onnx, batches, p.calibrate, providers)
+    calib_s = time.perf_counter() - t0
+    write_json(args.ranges, ranges_to_json(tensors, p.calibrate, n_images))
+    counts = quantize(args.onnx, tensors, p.calibrate, args.out)
+    write_json(args.report, {
+        "method": p.calibrate.method, "images": n_images, "from_split": "train",
+        "per_channel": p.calibrate.per_channel,
+        "quantize_residual_add": p.calibrate.quantize_residual_add,
+        "tensors_calibrated": len(tensors.data), "calibrate_s": round(calib_s, 2),
+        "quantize_linear_nodes": counts.get("QuantizeLinear", 0),
+        "dequantize_linear_nodes": counts.get("DequantizeLinear", 0),
+        "provider": providers[0], "tool": f"onnxruntime {ort.__version__} quantization",
+    })
+    log.info("calibrated %d tensors on %d images (%s) in %.1f s -> %s",
+             len(tensors.data), n_images, p.calibrate.method, calib_s, args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--onnx", type=Path, required=True)
+    ap.add_argument("--calib", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--ranges", type=Path, required=True)
+    ap.add_argument("--report", type=Path, required=True)
+    args = ap.parse_args(argv)
+    return run_main("calibrate", lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

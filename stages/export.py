@@ -1,0 +1,190 @@
+"""export: checkpoint -> fp32.onnx and fp16.onnx (dynamic batch), checked and validated.
+
+ONNX Runtime is validated against PyTorch on real test images with tolerances from params;
+every mismatch is listed in one ParityError. ONNX Runtime FP32 logits on the first
+``export.reference_images`` test images become the reference every engine is verified against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .lib import data
+from .lib.cli import run_main
+from .lib.errors import BackendUnavailable, OnnxModelError, ParityError
+from .lib.io import atomic_path, write_json
+from .lib.models import load_checkpoint
+from .lib.params import Params, load_params
+from .lib.progress import progress
+from .lib.runners.ort_runner import OrtRunner
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def export_fp32(model: torch.nn.Module, image_size: int, opset: int, exporter: str, dest: Path) -> None:
+    """ONNX export with a dynamic batch axis, then onnx.checker.
+
+    ``torchscript`` (default) writes GlobalAveragePool/Flatten at the requested opset;
+    ``dynamo`` (torch.export) writes opset >= 18 ReduceMean with axes as an input, which
+    TensorRT's ONNX parser rejects (NVIDIA/TensorRT#3467), so it is for other runtimes.
+    """
+    import warnings
+
+    x = torch.randn(2, 3, image_size, image_size)
+    with atomic_path(dest) as tmp:
+        if exporter == "dynamo":
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            program = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset,
+                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        dynamic_shapes={"x": {0: batch}}, verbose=False)
+            program.save(str(tmp))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=opset,
+                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                                  do_constant_folding=True)
+        check_onnx(tmp, name=str(dest))
+
+
+def export_fp16(src: Path, dest: Path) -> None:
+    """FP16 weights and arithmetic, FP32 input/output (casts inside the graph)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model16 = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    _topological_sort(model16.graph)  # the converter appends its input casts at the end
+    with atomic_path(dest) as tmp:
+        onnx.save(model16, str(tmp))
+        check_onnx(tmp, name=str(dest))
+
+
+def _topological_sort(graph: Any) -> None:
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise OnnxModelError("FP16 conversion produced a graph with a cycle or a dangling input")
+        for n in ready:
+            ordered.append(n)
+            available.update(n.output)
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def check_onnx(path: Path, name: str | None = None) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.shape_inference.InferenceError,
+            OSError) as exc:
+        raise OnnxModelError(f"{name or path}: fails onnx.checker ({str(exc).splitlines()[0]})") from exc
+
+
+def compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, what: str) -> dict[str, Any]:
+    """Per-image check |got - ref| <= atol + rtol*|ref|; raise ParityError listing failures."""
+    diff = np.abs(got - ref)
+    bad = (diff > atol + rtol * np.abs(ref)).any(axis=1)
+    agree = float((got.argmax(1) == ref.argmax(1)).mean())
+    mismatches = [
+        f"image {i}: max |diff| {diff[i].max():.3g} (class {ref[i].argmax()} vs {got[i].argmax()})"
+        for i in np.flatnonzero(bad)
+    ]
+    if mismatches:
+        raise ParityError(f"{what} (atol={atol}, rtol={rtol})", mismatches)
+    return {"max_abs_diff": float(diff.max()), "top1_agreement": agree, "images": len(ref)}
+
+
+def ort_runner(p: Params, precision: str, path: Path, device: str) -> OrtRunner:
+    return OrtRunner(precision, dataclasses.replace(p, device=device), path)
+
+
+def ort_device(p: Params) -> str:
+    import onnxruntime as ort
+
+    if p.device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return "cuda"
+    return "cpu"
+
+
+def logits_of(runner: Any, split: data.Split, p: Params, n: int, desc: str) -> np.ndarray:
+    out = []
+    chunks = list(data.batches(data.Split(split.images[:n], split.labels[:n]), 128))
+    for images, _ in progress(chunks, total=len(chunks), desc=desc):
+        out.append(runner.infer(data.preprocess(images, p.data.mean, p.data.std, p.model.image_size)))
+    return np.concatenate(out)
+
+
+def run(args: argparse.Namespace) -> None:
+    p = load_params(args.params)
+    model, meta = load_checkpoint(args.checkpoint, p.model)
+    test = data.load_split(args.test)
+    t0 = time.perf_counter()
+    fp32, fp16 = args.out_dir / "fp32.onnx", args.out_dir / "fp16.onnx"
+    export_fp32(model, p.model.image_size, p.export.opset, p.export.exporter, fp32)
+    export_fp16(fp32, fp16)
+    export_s = time.perf_counter() - t0
+
+    n = min(p.export.parity_images, len(test))
+    x_all = data.preprocess(test.images[:n], p.data.mean, p.data.std, p.model.image_size)
+    with torch.no_grad():
+        torch_logits = np.concatenate([model(torch.from_numpy(x_all[i:i + 64])).numpy()
+                                       for i in range(0, n, 64)])
+    device = ort_device(p)
+    report: dict[str, Any] = {"opset": p.export.opset, "exporter": p.export.exporter, "export_s": round(export_s, 2),
+                              "fp32_onnx_mb": round(fp32.stat().st_size / 2**20, 2),
+                              "fp16_onnx_mb": round(fp16.stat().st_size / 2**20, 2),
+                              "ort_provider": device, "synthetic_data": bool(meta["synthetic"])}
+    with ort_runner(p, "fp32", fp32, device) as ort32:
+        parity = compare(torch_logits, logits_of(ort32, test, p, n, "parity fp32"),
+                         p.export.atol, p.export.rtol, f"ONNX Runtime FP32 vs PyTorch on {fp32}")
+        report["fp32_parity"] = parity
+        n_ref = min(p.export.reference_images, len(test))
+        reference = logits_of(ort32, test, p, n_ref, "reference logits")
+    with atomic_path(args.reference) as tmp, open(tmp, "wb") as f:
+        np.save(f, reference.astype(np.float32))
+    report["reference_images"] = n_ref
+    try:
+        if device != "cuda":
+            raise BackendUnavailable("FP16 ONNX is validated on the CUDA provider only")
+        with ort_runner(p, "fp16", fp16, device) as ort16:
+            report["fp16_parity"] = compare(
+                torch_logits, logits_of(ort16, test, p, n, "parity fp16"),
+                p.export.fp16_atol, p.export.fp16_rtol, f"ONNX Runtime FP16 vs PyTorch on {fp16}")
+    except BackendUnavailable as exc:
+        report["fp16_parity"] = {"status": "skipped", "reason": str(exc)}
+        log.warning("FP16 parity skipped: %s", exc)
+    write_json(args.report, report)
+    log.info("exported %s and %s; FP32 parity max |diff| %.2e over %d images",
+             fp32, fp16, parity["max_abs_diff"], n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--test", type=Path, required=True)
+    ap.add_argument("--out-dir", type=Path, required=True)
+    ap.add_argument("--reference", type=Path, required=True)
+    ap.add_argument("--report", type=Path, required=True)
+    args = ap.parse_args(argv)
+    return run_main("export", lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""gate: fail the run when a reduced-precision model loses more accuracy than allowed.
+
+Runs last, after the report is written, so a failing run still leaves its report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .lib.cli import run_main
+from .lib.errors import QualityGateError
+from .lib.io import read_json, write_json
+from .lib.params import load_params
+from .lib.quality import gate_checks
+
+log = logging.getLogger(__name__)
+
+
+def run(args: argparse.Namespace) -> None:
+    p = load_params(args.params)
+    evals = {prec: read_json(args.model_dir / "eval" / f"{prec}.json") for prec in p.precisions}
+    checks = gate_checks(evals, p.quality)
+    failed = [c for c in checks if not c["passed"]]
+    write_json(args.out, {"passed": not failed, "checks": len(checks), "failed": len(failed),
+                          "max_top1_drop": p.quality.max_top1_drop,
+                          "failures": [f"{c['backend']} {c['precision']}: {c['detail']}" for c in failed]})
+    if failed:
+        raise QualityGateError(
+            "; ".join(f"{c['backend']} {c['precision']} fails '{c['rule']}' ({c['detail']})"
+                      for c in failed)
+            + f" (see {args.model_dir / 'summary.md'})")
+    log.info("quality gate passed: %d checks", len(checks))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--model-dir", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    return run_main("quality gate", lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The one place that turns exceptions into exit codes and one-line messages."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from .errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging() -> None:
+    level = os.environ.get("PIPELINE_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_main(stage: str, body: Callable[[], None]) -> int:
+    """Run a stage body: PipelineError -> one line on stderr and exit code 1.
+
+    Unexpected exceptions keep their traceback: they are bugs, not user errors.
+    """
+    configure_logging()
+    from .interpreter import ChildFailed
+
+    try:
+        body()
+    except ChildFailed as exc:  # the child already printed its one-line error
+        return exc.exit_code
+    except PipelineError as exc:
+        print(f"error: {stage}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"error: {stage}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,347 @@
+"""CIFAR-10 in every layout we accept, the prepared arrays, and input preprocessing.
+
+Torch-free: the TensorRT interpreter evaluates engines on these arrays too.
+
+Accepted raw layouts under ``data.raw_dir`` (searched in this order):
+  1. ``cifar-10-batches-py/`` (the official pickled batches, extracted)
+  2. ``cifar-10-python.tar.gz`` (the official archive)
+  3. an image-folder tree ``train/<class>/*`` and ``test/<class>/*`` (at the top, or one
+     folder down)
+  4. a ``.tar.gz``/``.tgz`` holding such a tree (e.g. cifar10-jpg.tar.gz)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import pickle
+import tarfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError
+from .progress import progress
+
+log = logging.getLogger(__name__)
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+LAYOUT_HELP = (
+    "accepted layouts: cifar-10-batches-py/, cifar-10-python.tar.gz, an image-folder tree "
+    "train/<class>/*.jpg + test/<class>/*.jpg, or a .tar.gz of such a tree "
+    "(e.g. copy cifar10-jpg.tar.gz there)"
+)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split as arrays: images uint8 NHWC (N, H, W, 3), labels int64 (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    train: Split
+    test: Split
+    classes: tuple[str, ...]
+    source: str
+    synthetic: bool
+
+
+# -- raw loading ---------------------------------------------------------------------------
+
+
+def load_raw(raw_dir: str | Path, source: str = "auto", download: bool = False) -> RawDataset:
+    """Load CIFAR-10 from ``raw_dir`` in any accepted layout (see module docstring)."""
+    raw = Path(raw_dir)
+    finders = {
+        "pickle": _find_pickle,
+        "folder": _find_folder,
+    }
+    order = list(finders) if source == "auto" else [source]
+    for kind in order:
+        loader = finders[kind](raw)
+        if loader is not None:
+            return loader()
+    if download and source in ("auto", "pickle"):
+        archive = _download(raw)
+        return _load_pickle_tar(archive)
+    found = sorted(p.name for p in raw.iterdir()) if raw.is_dir() else []
+    raise DatasetError(
+        f"no CIFAR-10 found in {raw}/ (it holds: {', '.join(found) or 'nothing'}); "
+        f"{LAYOUT_HELP}; or set data.download=true on a machine with network"
+    )
+
+
+def _find_pickle(raw: Path):  # type: ignore[no-untyped-def]
+    folder = raw / "cifar-10-batches-py"
+    if folder.is_dir():
+        return lambda: _load_pickle_dir(folder)
+    archive = raw / "cifar-10-python.tar.gz"
+    if archive.is_file():
+        return lambda: _load_pickle_tar(archive)
+    return None
+
+
+def _find_folder(raw: Path):  # type: ignore[no-untyped-def]
+    for root in [raw, *sorted(p for p in raw.glob("*") if p.is_dir())]:
+        if (root / "train").is_dir() and (root / "test").is_dir():
+            return lambda root=root: _load_folder_tree(root)
+    archives = sorted(
+        p for p in raw.glob("*")
+        if p.name.endswith((".tar.gz", ".tgz")) and p.name != "cifar-10-python.tar.gz"
+    )
+    if archives:
+        return lambda: _load_folder_tar(archives[0])
+    return None
+
+
+def _unpickle(blob: bytes, name: str) -> dict:
+    try:
+        return pickle.loads(blob, encoding="bytes")
+    except Exception as exc:  # pickle raises many types on corrupt input
+        raise DatasetError(f"{name}: not a readable CIFAR-10 batch ({exc}); {LAYOUT_HELP}") from exc
+
+
+def _batches_to_split(batches: list[dict], name: str) -> Split:
+    try:
+        data = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
+        labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
+    except KeyError as exc:
+        raise DatasetError(f"{name}: batch lacks key {exc}; {LAYOUT_HELP}") from exc
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DatasetError(f"{name}: expected rows of 3072 bytes, got shape {data.shape}")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
+    return Split(images, labels)
+
+
+def _load_pickle_dir(folder: Path) -> RawDataset:
+    def read(name: str) -> dict:
+        path = folder / name
+        if not path.is_file():
+            raise DatasetError(f"{path} is missing; {LAYOUT_HELP}")
+        return _unpickle(path.read_bytes(), str(path))
+
+    train = _batches_to_split([read(f"data_batch_{i}") for i in range(1, 6)], str(folder))
+    test = _batches_to_split([read("test_batch")], str(folder))
+    return RawDataset(train, test, CIFAR10_CLASSES, f"pickle:{folder}", False)
+
+
+def _load_pickle_tar(archive: Path) -> RawDataset:
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            blobs = {}
+            for member in tar.getmembers():
+                base = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and (base.startswith("data_batch_") or base == "test_batch"):
+                    blobs[base] = tar.extractfile(member).read()  # type: ignore[union-attr]
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DatasetError(f"{archive}: not a readable .tar.gz ({exc}); {LAYOUT_HELP}") from exc
+    missing = [n for n in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"] if n not in blobs]
+    if missing:
+        raise DatasetError(f"{archive}: lacks {', '.join(missing)}; {LAYOUT_HELP}")
+    train = _batches_to_split([_unpickle(blobs[f"data_batch_{i}"], str(archive)) for i in range(1, 6)],
+                              str(archive))
+    test = _batches_to_split([_unpickle(blobs["test_batch"], str(archive))], str(archive))
+    return RawDataset(train, test, CIFAR10_CLASSES, f"pickle:{archive}", False)
+
+
+def _decode_image(blob: bytes, name: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(blob)) as img:
+            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DatasetError(f"{name}: not a readable image ({exc})") from exc
+    if arr.shape != (32, 32, 3):
+        raise DatasetError(f"{name}: expected a 32x32 RGB image, got {arr.shape}")
+    return arr
+
+
+def _split_from_files(files: dict[str, list[tuple[str, bytes]]] | None, where: str,
+                      classes: tuple[str, ...]) -> Split:
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    items = [(c, name, blob) for c in classes for name, blob in sorted(files.get(c, []))]  # type: ignore[union-attr]
+    for cls, name, blob in progress(items, total=len(items), desc=f"decode {where}"):
+        images.append(_decode_image(blob, name))
+        labels.append(classes.index(cls))
+    if not images:
+        raise DatasetError(f"{where}: no images found; {LAYOUT_HELP}")
+    return Split(np.stack(images), np.asarray(labels, dtype=np.int64))
+
+
+def _check_classes(train: dict, test: dict, where: str) -> tuple[str, ...]:
+    classes = tuple(sorted(train))
+    if not classes:
+        raise DatasetError(f"{where}: train/ has no class folders; {LAYOUT_HELP}")
+    if sorted(test) != list(classes):
+        raise DatasetError(
+            f"{where}: train/ and test/ class folders differ "
+            f"({', '.join(classes)} vs {', '.join(sorted(test))})"
+        )
+    return classes
+
+
+def _load_folder_tree(root: Path) -> RawDataset:
+    def scan(split: str) -> dict[str, list[tuple[str, bytes]]]:
+        out: dict[str, list[tuple[str, bytes]]] = {}
+        for cls_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+            out[cls_dir.name] = [
+                (str(f), f.read_bytes()) for f in sorted(cls_dir.iterdir())
+                if f.suffix.lower() in IMAGE_SUFFIXES
+            ]
+        return out
+
+    train_files, test_files = scan("train"), scan("test")
+    classes = _check_classes(train_files, test_files, str(root))
+    return RawDataset(
+        _split_from_files(train_files, f"{root}/train", classes),
+        _split_from_files(test_files, f"{root}/test", classes),
+        classes, f"folder:{root}", False,
+    )
+
+
+def _load_folder_tar(archive: Path) -> RawDataset:
+    files: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "test": {}}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                parts = member.name.strip("./").split("/")
+                if not member.isfile() or len(parts) < 3:
+                    continue
+                split, cls, fname = parts[-3], parts[-2], parts[-1]
+                if split in files and fname.lower().endswith(IMAGE_SUFFIXES):
+                    blob = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    files[split].setdefault(cls, []).append((f"{archive}:{member.name}", blob))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DatasetError(f"{archive}: not a readable archive ({exc}); {LAYOUT_HELP}") from exc
+    if not files["train"] or not files["test"]:
+        raise DatasetError(f"{archive}: holds no train/<class>/ and test/<class>/ images; {LAYOUT_HELP}")
+    classes = _check_classes(files["train"], files["test"], str(archive))
+    return RawDataset(
+        _split_from_files(files["train"], f"{archive}:train", classes),
+        _split_from_files(files["test"], f"{archive}:test", classes),
+        classes, f"folder-archive:{archive}", False,
+    )
+
+
+def _download(raw: Path) -> Path:
+    raw.mkdir(parents=True, exist_ok=True)
+    dest = raw / "cifar-10-python.tar.gz"
+    part = raw / "cifar-10-python.tar.gz.part"
+    log.info("downloading %s", CIFAR10_URL)
+    try:
+        urllib.request.urlretrieve(CIFAR10_URL, part)
+    except (urllib.error.URLError, OSError) as exc:
+        part.unlink(missing_ok=True)
+        raise DatasetError(
+            f"no CIFAR-10 in {raw}/ and the download failed ({exc}); {LAYOUT_HELP}"
+        ) from exc
+    digest = hashlib.md5(part.read_bytes()).hexdigest()  # noqa: S324 - the published checksum
+    if digest != CIFAR10_MD5:
+        part.unlink()
+        raise DatasetError(f"downloaded archive has md5 {digest}, expected {CIFAR10_MD5}")
+    part.rename(dest)
+    return dest
+
+
+# -- synthetic data ------------------------------------------------------------------------
+
+
+def synthetic(n_train: int, n_test: int, num_classes: int, seed: int) -> RawDataset:
+    """Learnable fake data for tests: one smooth colour template per class plus noise.
+
+    Always labelled synthetic; never a stand-in for CIFAR-10 numbers.
+    """
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, size=(num_classes, 4, 4, 3))
+    templates = coarse.repeat(8, axis=1).repeat(8, axis=2)
+
+    def make(n: int) -> Split:
+        labels = rng.integers(0, num_classes, size=n).astype(np.int64)
+        noise = rng.normal(0, 40, size=(n, 32, 32, 3))
+        images = np.clip(templates[labels] + noise, 0, 255).astype(np.uint8)
+        return Split(images, labels)
+
+    classes = tuple(f"class{i}" for i in range(num_classes))
+    return RawDataset(make(n_train), make(n_test), classes, "synthetic", True)
+
+
+# -- prepared arrays -----------------------------------------------------------------------
+
+
+def save_split(path: Path, split: Split) -> None:
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, images=split.images, labels=split.labels)
+
+
+def load_split(path: str | Path) -> Split:
+    """Load a prepared split (written by the prepare stage)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing: run `dvc repro prepare`")
+    try:
+        with np.load(path) as z:
+            images, labels = z["images"], z["labels"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetError(f"{path}: not a prepared split ({exc}); run `dvc repro -f prepare`") from exc
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise DatasetError(f"{path}: expected uint8 NHWC images, got {images.dtype} {images.shape}")
+    if labels.shape[0] != images.shape[0]:
+        raise DatasetError(f"{path}: {images.shape[0]} images but {labels.shape[0]} labels")
+    return Split(images, labels.astype(np.int64))
+
+
+def calibration_indices(n_train: int, size: int, seed: int) -> np.ndarray:
+    """A fixed random subset of the *training* split for INT8 calibration."""
+    if size > n_train:
+        raise DatasetError(f"data.calib_size={size} exceeds the {n_train} training images")
+    return np.sort(np.random.default_rng(seed + 1).permutation(n_train)[:size])
+
+
+# -- preprocessing -------------------------------------------------------------------------
+
+
+def preprocess(images: np.ndarray, mean: list[float], std: list[float], size: int) -> np.ndarray:
+    """uint8 NHWC -> normalised float32 NCHW at ``size`` (nearest upsampling by an integer).
+
+    The same function feeds every backend, so all of them see identical inputs; training
+    uses the torch twin in :mod:`stages.lib.torchdata`.
+    """
+    h = images.shape[1]
+    if size % h:
+        raise DatasetError(f"model input {size} is not a multiple of the image size {h}")
+    x = images.astype(np.float32) * np.float32(1 / 255)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    factor = size // h
+    if factor > 1:
+        x = np.ascontiguousarray(x.repeat(factor, axis=2).repeat(factor, axis=3))
+    return x
+
+
+def batches(split: Split, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(images uint8 NHWC, labels) in order, the last batch possibly smaller."""
+    for start in range(0, len(split), batch_size):
+        yield split.images[start:start + batch_size], split.labels[start:start + batch_size]

@@ -1,0 +1,113 @@
+"""Model definitions and checkpoints (PyTorch side only)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from .errors import CheckpointError, PretrainedWeightsError
+from .params import ModelParams
+
+log = logging.getLogger(__name__)
+
+_WEIGHTS = {
+    "resnet18": "ResNet18_Weights",
+    "resnet50": "ResNet50_Weights",
+}
+
+
+def build_model(p: ModelParams) -> nn.Module:
+    """torchvision ResNet; with ``cifar_stem`` a 3x3 stride-1 stem and no max-pool."""
+    ctor = getattr(torchvision.models, p.arch)
+    model: nn.Module = ctor(weights=None, num_classes=p.num_classes)
+    if p.pretrained:
+        _load_imagenet(model, p)
+    if p.cifar_stem:
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    return model
+
+
+def _load_imagenet(model: nn.Module, p: ModelParams) -> None:
+    """ImageNet weights for the body; the head (and a CIFAR stem) stay freshly initialised."""
+    weights = getattr(torchvision.models, _WEIGHTS[p.arch]).IMAGENET1K_V1
+    try:
+        state = weights.get_state_dict(progress=False)
+    except Exception as exc:  # network errors surface as many types
+        raise PretrainedWeightsError(
+            f"model.pretrained=true but the ImageNet weights for {p.arch} could not be had "
+            f"({type(exc).__name__}: {exc}); put {weights.url.rsplit('/', 1)[-1]} in "
+            f"{torch.hub.get_dir()}/checkpoints/ or set model.pretrained=false"
+        ) from exc
+    skip = {"fc.weight", "fc.bias"}
+    if p.cifar_stem:
+        skip.add("conv1.weight")
+    missing, unexpected = model.load_state_dict(
+        {k: v for k, v in state.items() if k not in skip}, strict=False
+    )
+    log.info("loaded ImageNet weights for %s (fresh: %s)", p.arch, ", ".join(sorted(missing)))
+
+
+def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+
+
+def load_checkpoint(path: str | Path, p: ModelParams) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint for the configured model; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: run `dvc repro train`")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        state, meta = blob["state_dict"], blob["meta"]
+    except Exception as exc:  # torch.load raises many types on corrupt files
+        raise CheckpointError(
+            f"{path}: corrupt or not a checkpoint of this pipeline ({type(exc).__name__}); "
+            f"run `dvc repro -f train`"
+        ) from exc
+    if meta.get("model") != p.name:
+        raise CheckpointError(
+            f"{path} holds model {meta.get('model')!r}, params ask for {p.name!r}: run `dvc repro`"
+        )
+    model = build_model(_without_pretrained(p))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit {p.name} ({str(exc).splitlines()[0]})") from exc
+    return model.eval(), meta
+
+
+def _without_pretrained(p: ModelParams) -> ModelParams:
+    import dataclasses
+
+    return dataclasses.replace(p, pretrained=False)
+
+
+def macs_per_image(model: nn.Module, image_size: int) -> int:
+    """Multiply-accumulates of one forward pass (convolutions and linear layers)."""
+    total = 0
+
+    def conv_hook(mod: nn.Conv2d, _inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
+        total += int(out[0].numel()) * k
+
+    def fc_hook(mod: nn.Linear, _inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        total += mod.in_features * mod.out_features
+
+    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_hook(fc_hook) for m in model.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, image_size, image_size))
+    for h in hooks:
+        h.remove()
+    return total

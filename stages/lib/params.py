@@ -1,0 +1,306 @@
+"""Typed, validated view of params.yaml.
+
+params.yaml is what DVC reads; it is composed from conf/ by DVC's Hydra integration. Stages
+read it only through :func:`load_params`, which maps it onto frozen dataclasses, rejects
+unknown and missing keys, checks types and values, and reports every problem at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ParamsError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("pytorch", "torch_compile", "onnxruntime", "tensorrt")
+ARCHS = ("resnet18", "resnet50")
+CALIBRATION_METHODS = ("entropy", "minmax", "percentile")
+DATA_SOURCES = ("auto", "pickle", "folder", "synthetic")
+DEVICES = ("cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    name: str
+    arch: str
+    cifar_stem: bool
+    image_size: int
+    num_classes: int
+    pretrained: bool
+
+
+@dataclass(frozen=True)
+class DataParams:
+    name: str
+    source: str
+    raw_dir: str
+    download: bool
+    calib_size: int
+    mean: list[float]
+    std: list[float]
+    synthetic_train: int
+    synthetic_test: int
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    label_smoothing: float
+    warmup_fraction: float
+    subset: int
+    amp: bool
+    channels_last: bool
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    exporter: str
+    opset: int
+    parity_images: int
+    reference_images: int
+    atol: float
+    rtol: float
+    fp16_atol: float
+    fp16_rtol: float
+
+
+@dataclass(frozen=True)
+class CalibrateParams:
+    method: str
+    num_images: int
+    percentile: float
+    per_channel: bool
+    quantize_residual_add: bool
+
+
+@dataclass(frozen=True)
+class ProfileShape:
+    min: int
+    opt: int
+    max: int
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    workspace_mb: int
+    opt_level: int
+    profiles: list[ProfileShape]
+    timing_cache: bool
+    strongly_typed: str
+    io_fp16: bool
+    detailed_profiling: bool
+
+
+@dataclass(frozen=True)
+class BenchParams:
+    batch_sizes: list[int]
+    warmup: int
+    iterations: int
+    max_seconds: float
+    cuda_graph: bool
+    compile_batch_sizes: list[int]
+    streams: int
+    layer_profile: bool
+
+
+@dataclass(frozen=True)
+class QualityParams:
+    max_top1_drop: float
+    min_fp32_agreement: float
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    profile: str
+    device: str
+    backends: list[str]
+    precisions: list[str]
+    model: ModelParams
+    data: DataParams
+    train: TrainParams
+    export: ExportParams
+    calibrate: CalibrateParams
+    build: BuildParams
+    bench: BenchParams
+    quality: QualityParams
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ParamsError listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError([f"file not found: {path} (run from the project root)"], str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamsError([f"not valid YAML: {exc}".replace("\n", " ")], str(path)) from exc
+    return params_from_dict(raw, source=str(path))
+
+
+def params_from_dict(raw: Any, source: str = "params.yaml") -> Params:
+    problems: list[str] = []
+    params = _build(Params, raw, "", problems)
+    if not problems:
+        problems.extend(validate(params))
+    if problems:
+        raise ParamsError(problems, source)
+    return params
+
+
+def validate(p: Params) -> list[str]:
+    """Semantic checks beyond types: names, ranges, consistency."""
+    problems: list[str] = []
+
+    def one_of(where: str, value: str, valid: tuple[str, ...]) -> None:
+        if value not in valid:
+            problems.append(f"{where}: unknown value {value!r}; valid: {', '.join(valid)}")
+
+    def positive(where: str, value: float) -> None:
+        if value <= 0:
+            problems.append(f"{where}: must be > 0, got {value}")
+
+    one_of("device", p.device, DEVICES)
+    one_of("model.arch", p.model.arch, ARCHS)
+    one_of("data.source", p.data.source, DATA_SOURCES)
+    one_of("calibrate.method", p.calibrate.method, CALIBRATION_METHODS)
+    one_of("export.exporter", p.export.exporter, ("torchscript", "dynamo"))
+    if p.export.opset < 17:
+        problems.append(f"export.opset: must be >= 17, got {p.export.opset}")
+    one_of("build.strongly_typed", p.build.strongly_typed, ("auto", "never"))
+    for i, name in enumerate(p.backends):
+        one_of(f"backends[{i}]", name, BACKENDS)
+    for i, name in enumerate(p.precisions):
+        one_of(f"precisions[{i}]", name, PRECISIONS)
+    if not p.precisions:
+        problems.append("precisions: must name at least one of " + ", ".join(PRECISIONS))
+    if len(set(p.precisions)) != len(p.precisions):
+        problems.append(f"precisions: duplicates in {p.precisions}")
+    for where, sizes in (
+        ("bench.batch_sizes", p.bench.batch_sizes),
+        ("bench.compile_batch_sizes", p.bench.compile_batch_sizes),
+    ):
+        for i, b in enumerate(sizes):
+            positive(f"{where}[{i}]", b)
+    if not p.bench.batch_sizes:
+        problems.append("bench.batch_sizes: must list at least one batch size")
+    for where, value in (
+        ("model.image_size", p.model.image_size),
+        ("model.num_classes", p.model.num_classes),
+        ("train.batch_size", p.train.batch_size),
+        ("train.lr", p.train.lr),
+        ("export.parity_images", p.export.parity_images),
+        ("export.reference_images", p.export.reference_images),
+        ("calibrate.num_images", p.calibrate.num_images),
+        ("data.calib_size", p.data.calib_size),
+        ("build.workspace_mb", p.build.workspace_mb),
+        ("bench.iterations", p.bench.iterations),
+        ("bench.max_seconds", p.bench.max_seconds),
+        ("bench.streams", p.bench.streams),
+    ):
+        positive(where, value)
+    if p.train.epochs < 0:
+        problems.append(f"train.epochs: must be >= 0, got {p.train.epochs}")
+    if p.bench.warmup < 0:
+        problems.append(f"bench.warmup: must be >= 0, got {p.bench.warmup}")
+    if p.model.image_size % 32:
+        problems.append(f"model.image_size: must be a multiple of 32, got {p.model.image_size}")
+    if p.calibrate.num_images > p.data.calib_size:
+        problems.append(
+            f"calibrate.num_images ({p.calibrate.num_images}) exceeds data.calib_size "
+            f"({p.data.calib_size}): raise data.calib_size or lower calibrate.num_images"
+        )
+    if not 0.0 < p.calibrate.percentile <= 100.0:
+        problems.append(f"calibrate.percentile: must be in (0, 100], got {p.calibrate.percentile}")
+    if not 0.0 <= p.quality.min_fp32_agreement <= 1.0:
+        problems.append(f"quality.min_fp32_agreement: must be in [0, 1], got {p.quality.min_fp32_agreement}")
+    if p.quality.max_top1_drop < 0:
+        problems.append(f"quality.max_top1_drop: must be >= 0, got {p.quality.max_top1_drop}")
+    if not 0 <= p.build.opt_level <= 5:
+        problems.append(f"build.opt_level: must be 0..5, got {p.build.opt_level}")
+    if len(p.data.mean) != 3 or len(p.data.std) != 3:
+        problems.append("data.mean and data.std: need three values (RGB)")
+    if any(s <= 0 for s in p.data.std):
+        problems.append(f"data.std: must be > 0, got {p.data.std}")
+    if not p.build.profiles:
+        problems.append("build.profiles: need at least one {min, opt, max} profile")
+    for i, prof in enumerate(p.build.profiles):
+        if not 1 <= prof.min <= prof.opt <= prof.max:
+            problems.append(
+                f"build.profiles[{i}]: need 1 <= min <= opt <= max, got "
+                f"min={prof.min} opt={prof.opt} max={prof.max}"
+            )
+    return problems
+
+
+# -- generic dict -> dataclass mapping ---------------------------------------------------
+
+
+def _build(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
+    label = where or "top level"
+    if not isinstance(raw, dict):
+        problems.append(f"{label}: expected a mapping, got {type(raw).__name__}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in hints:
+            problems.append(f"{_join(where, key)}: unknown key (valid: {', '.join(fields)})")
+    values = {}
+    for name in fields:
+        if name not in raw:
+            problems.append(f"{_join(where, name)}: missing")
+            continue
+        values[name] = _convert(hints[name], raw[name], _join(where, name), problems)
+    if len(values) != len(fields):
+        return None
+    try:
+        return cls(**values)
+    except TypeError as exc:  # only reachable through a bug in this module
+        problems.append(f"{label}: {exc}")
+        return None
+
+
+def _convert(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where, problems)  # type: ignore[arg-type]
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            problems.append(f"{where}: expected a list, got {value!r}")
+            return []
+        return [_convert(item_tp, v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{where}: expected a number, got {value!r}")
+            return value
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            problems.append(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported field type {tp!r} at {where}")  # a bug, not user input
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

@@ -1,0 +1,86 @@
+"""The one runner interface every backend implements (Polygraphy's runner split).
+
+Evaluation calls :meth:`Runner.infer`; benchmarking asks a runner for
+:class:`~stages.lib.timing.TimedOp` objects and times them with the shared loop in
+:mod:`stages.lib.timing`. Torch-free.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..timing import TimedOp
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """The files one backend x precision may need; None where a stage does not pass one."""
+
+    checkpoint: Path | None = None
+    onnx: Path | None = None
+    engine_dir: Path | None = None
+
+
+class Runner(abc.ABC):
+    """open/infer/close, plus the ops the benchmark times. Use as a context manager."""
+
+    backend: str = ""
+
+    def __init__(self, precision: str, device: str) -> None:
+        self.precision = precision
+        self.device = device
+
+    def __enter__(self) -> Runner:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Load the model and allocate what inference needs."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release everything open() took."""
+
+    @abc.abstractmethod
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """float32 NCHW host batch in, float32 logits on the host out."""
+
+    @abc.abstractmethod
+    def compute_op(self, batch_size: int, cuda_graph: bool) -> TimedOp:
+        """One inference on device-resident input and output (no host copies)."""
+
+    def end_to_end_op(self, batch_size: int) -> TimedOp:
+        """One inference from a host array to host logits, copies included."""
+        x = _bench_input(batch_size, self.input_shape())
+        return TimedOp(step=lambda: self.infer(x), sync=lambda: None, stream=None,
+                       timed="host clock around infer(): host input -> host logits")
+
+    def pipelined_op(self, batch_size: int, streams: int) -> TimedOp | None:
+        """End-to-end with copies overlapped with compute; None if not supported."""
+        return None
+
+    @abc.abstractmethod
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one input image."""
+
+    def describe(self) -> dict[str, Any]:
+        """Versions and settings worth recording next to results."""
+        return {}
+
+
+def _bench_input(batch_size: int, chw: tuple[int, int, int]) -> np.ndarray:
+    """Random normalised-looking input: never zeros, which can time faster than real data."""
+    rng = np.random.default_rng(batch_size)
+    return rng.standard_normal((batch_size, *chw), dtype=np.float32)
+
+
+bench_input = _bench_input

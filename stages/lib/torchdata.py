@@ -1,0 +1,51 @@
+"""GPU-resident training data with on-device augmentation (torch twin of data.preprocess)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .data import Split
+
+
+class DeviceDataset:
+    """A split held on the device as uint8 NCHW; batches are augmented and normalised there."""
+
+    def __init__(self, split: Split, device: torch.device, mean: list[float], std: list[float],
+                 size: int, pad: int = 4) -> None:
+        x = torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous()
+        self.images = x.to(device)
+        self.padded = F.pad(self.images, (pad, pad, pad, pad)) if pad else self.images
+        self.labels = torch.from_numpy(split.labels).to(device)
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+        self.size, self.pad, self.device = size, pad, device
+        self.hw = int(self.images.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def normalise(self, x_u8: torch.Tensor) -> torch.Tensor:
+        """Same arithmetic as data.preprocess: /255, -mean, /std, nearest upsampling."""
+        x = x_u8.float() * (1 / 255)
+        x = (x - self.mean) / self.std
+        factor = self.size // self.hw
+        if factor > 1:
+            x = x.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
+        return x
+
+    def augmented(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random crop (zero padding) and horizontal flip, on the device."""
+        b, hw = idx.shape[0], self.hw
+        off = torch.randint(0, 2 * self.pad + 1, (2, b), device=self.device, generator=generator)
+        ar = torch.arange(hw, device=self.device)
+        rows = (off[0][:, None] + ar)[:, None, :, None]
+        cols = (off[1][:, None] + ar)[:, None, None, :]
+        chan = torch.arange(3, device=self.device)[None, :, None, None]
+        crops = self.padded[idx[:, None, None, None], chan, rows, cols]
+        flip = torch.rand(b, device=self.device, generator=generator) < 0.5
+        crops = torch.where(flip[:, None, None, None], crops.flip(3), crops)
+        return self.normalise(crops)
+
+    def plain(self, start: int, stop: int) -> torch.Tensor:
+        return self.normalise(self.images[start:stop])

@@ -1,0 +1,166 @@
+"""train: ResNet on the prepared split; GPU-side augmentation, bf16 autocast, fixed seed."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .lib import data
+from .lib.cli import run_main
+from .lib.errors import BackendUnavailable, DatasetError
+from .lib.io import read_json, write_csv, write_json
+from .lib.models import build_model, save_checkpoint
+from .lib.params import Params, load_params
+from .lib.progress import progress
+from .lib.torchdata import DeviceDataset
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(p: Params) -> torch.device:
+    if p.device == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable(
+            "params ask for device=cuda but no CUDA GPU is visible; run the CPU profile "
+            "with `dvc exp run -S profile=cpu` (what `make repro` does on machines without a GPU)"
+        )
+    return torch.device(p.device)
+
+
+def subset(split: data.Split, n: int, seed: int) -> data.Split:
+    if n <= 0 or n >= len(split):
+        return split
+    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed)).numpy()[:n]
+    return data.Split(split.images[idx], split.labels[idx])
+
+
+@torch.no_grad()
+def evaluate_top1(model: nn.Module, ds: DeviceDataset, batch: int, amp: bool) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(ds), batch):
+        x = ds.plain(start, start + batch).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(ds.device.type, torch.bfloat16, enabled=amp):
+            pred = model(x).argmax(1)
+        correct += int((pred == ds.labels[start:start + batch]).sum())
+    return 100.0 * correct / len(ds)
+
+
+def train(p: Params, train_split: data.Split, test_split: data.Split,
+          device: torch.device) -> tuple[nn.Module, list[dict[str, Any]], float]:
+    """Returns the model, per-epoch history and the training images per second."""
+    torch.manual_seed(p.seed)
+    t = p.train
+    amp = t.amp and device.type == "cuda"
+    fmt = torch.channels_last if t.channels_last else torch.contiguous_format
+    train_ds = DeviceDataset(train_split, device, p.data.mean, p.data.std, p.model.image_size)
+    test_ds = DeviceDataset(test_split, device, p.data.mean, p.data.std, p.model.image_size, pad=0)
+    model = build_model(p.model).to(device, memory_format=fmt)
+    steps_per_epoch = max(1, len(train_ds) // t.batch_size)
+    decay, no_decay = [], []
+    for name, prm in model.named_parameters():
+        (no_decay if prm.ndim <= 1 else decay).append(prm)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": t.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=t.lr, momentum=t.momentum, nesterov=t.nesterov)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=t.lr, total_steps=max(1, t.epochs * steps_per_epoch),
+        pct_start=t.warmup_fraction, div_factor=10.0, final_div_factor=100.0)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+    gen = torch.Generator(device=device).manual_seed(p.seed)
+    history: list[dict[str, Any]] = []
+    images_seen, train_time = 0, 0.0
+    eval_each_epoch = device.type == "cuda"
+    for epoch in range(1, t.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(train_ds), device=device, generator=gen)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        batches = range(steps_per_epoch)
+        for i in progress(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{t.epochs}"):
+            idx = perm[i * t.batch_size:(i + 1) * t.batch_size]
+            x = train_ds.augmented(idx, gen).contiguous(memory_format=fmt)
+            y = train_ds.labels[idx]
+            with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+                logits = model(x)
+                loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == y).sum()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        epoch_s = time.perf_counter() - t0
+        train_time += epoch_s
+        n = steps_per_epoch * t.batch_size
+        images_seen += n
+        row = {"epoch": epoch, "train_loss": round(float(loss_sum) / n, 5),
+               "train_top1": round(100.0 * float(correct) / n, 3),
+               "test_top1": None, "lr": round(sched.get_last_lr()[0], 6),
+               "epoch_seconds": round(epoch_s, 2)}
+        if eval_each_epoch or epoch == t.epochs:
+            row["test_top1"] = round(evaluate_top1(model, test_ds, 1000, amp), 3)
+        history.append(row)
+        log.info("epoch %d: %s", epoch, row)
+    return model.eval(), history, images_seen / max(train_time, 1e-9)
+
+
+def run(args: argparse.Namespace) -> None:
+    t_start = time.perf_counter()
+    p = load_params(args.params)
+    device = pick_device(p)
+    meta = read_json(args.data / "meta.json")
+    if len(meta["classes"]) != p.model.num_classes:
+        raise DatasetError(f"{args.data} has {len(meta['classes'])} classes but model "
+                           f"{p.model.name} has num_classes={p.model.num_classes}")
+    train_split = subset(data.load_split(args.data / "train.npz"), p.train.subset, p.seed)
+    test_split = data.load_split(args.data / "test.npz")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model, history, ips = train(p, train_split, test_split, device)
+    # Final top-1 in fp32 on the full test split: the number the other backends compare to.
+    amp_free = evaluate_top1(model, DeviceDataset(test_split, device, p.data.mean, p.data.std,
+                                                  p.model.image_size, pad=0), 1000, False)
+    wall = time.perf_counter() - t_start
+    save_checkpoint(args.checkpoint, model.cpu(), {
+        "model": p.model.name, "arch": p.model.arch, "classes": meta["classes"],
+        "dataset_source": meta["source"], "synthetic": meta["synthetic"],
+        "epochs": p.train.epochs, "seed": p.seed, "test_top1_fp32": amp_free,
+        "torch": str(torch.__version__),
+    })
+    write_csv(args.history, history)
+    write_json(args.metrics, {
+        "test_top1": round(amp_free, 3),
+        "epochs": p.train.epochs,
+        "train_images": len(train_split),
+        "train_wall_s": round(wall, 1),
+        "train_images_per_s": round(ips, 1),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "profile": p.profile,
+        "synthetic_data": bool(meta["synthetic"]),
+    })
+    log.info("trained %s: test top-1 %.2f%% in %.0f s", p.model.name, amp_free, wall)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--history", type=Path, required=True)
+    args = ap.parse_args(argv)
+    return run_main("train", lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
