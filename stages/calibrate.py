@@ -63,7 +63,7 @@ def compute_ranges(onnx_path: Path, batches: list[np.ndarray], c: CalibrateParam
 
     method = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
               "percentile": CalibrationMethod.Percentile}[c.method]
-    extra: dict[str, Any] = {"symmetric": True, "max_intermediate_outputs": 8}
+    extra: dict[str, Any] = {"symmetric": True, "max_intermediate_outputs": 2}
     if c.method == "percentile":
         extra["percentile"] = c.percentile
     import onnx

@@ -32,10 +32,11 @@ def create(backend: str, precision: str, artifacts: Artifacts, params: Params) -
 class OrtRunner(Runner):
     backend = "onnxruntime"
 
-    def __init__(self, precision: str, params: Params, onnx_path: Path) -> None:
+    def __init__(self, precision: str, params: Params, onnx_path: Path, tf32: bool = True) -> None:
         super().__init__(precision, params.device)
         self.params = params
         self.onnx_path = Path(onnx_path)
+        self.tf32 = tf32  # ORT's CUDA default; off for reference logits in true FP32
         self.session: Any = None
 
     def open(self) -> None:
@@ -48,7 +49,8 @@ class OrtRunner(Runner):
         opts.log_severity_level = 3
         providers: list[Any] = ["CPUExecutionProvider"]
         if self.device == "cuda":
-            providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"}),
+            providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE",
+                                                    "use_tf32": int(self.tf32)}),
                          "CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=providers)
@@ -102,4 +104,5 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         providers = self.session.get_providers() if self.session else []
-        return {"onnxruntime": ort.__version__, "providers": providers, "model": str(self.onnx_path)}
+        return {"onnxruntime": ort.__version__, "providers": providers, "model": str(self.onnx_path),
+                "tf32": self.tf32 if self.device == "cuda" else None}

@@ -1,0 +1,152 @@
+"""GPU and TensorRT tests: run on the GPU host (`make test-gpu`, with TRT_PYTHON where
+TensorRT lives in its own interpreter); skipped automatically elsewhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY, run_stage, write_params
+
+M = "artifacts/resnet18_cifar"
+GPU_TINY = [o for o in TINY if not o.startswith("profile=")] + [
+    "profile=gpu",
+    "build.profiles=[{min:1,opt:1,max:1},{min:2,opt:16,max:32}]",
+    "build.opt_level=1",
+    "bench.batch_sizes=[1,16]",
+    "bench.compile_batch_sizes=[16]",
+    "bench.streams=2",
+]
+
+
+@pytest.fixture(scope="module")
+def gpu_project(prepared_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("gpu")
+    shutil.copytree(prepared_tiny, root, dirs_exist_ok=True)
+    write_params(root, GPU_TINY)
+    return root
+
+
+def _build(root: Path, precision: str) -> dict:
+    run_stage("probe", ["--out", "artifacts/fingerprint.json"], root)
+    run_stage("build", ["--precision", precision, "--onnx", f"{M}/onnx/{precision}.onnx",
+                        "--fingerprint", "artifacts/fingerprint.json", "--out-dir", f"{M}/engines/{precision}",
+                        "--report", f"reports/build_{precision}.json"], root)
+    return json.loads((root / M / "engines" / precision / "build.json").read_text())
+
+
+def _evaluate(root: Path, precision: str, engine_dir: str | None = None) -> dict:
+    out = root / "reports" / f"eval_{precision}.json"
+    run_stage("evaluate", ["--precision", precision, "--test", "data/prepared/test.npz",
+                           "--reference", f"{M}/reference_logits.npy", "--checkpoint", f"{M}/checkpoint.pt",
+                           "--onnx", f"{M}/onnx/{precision}.onnx",
+                           "--engine-dir", engine_dir or f"{M}/engines/{precision}",
+                           "--out", str(out), "--detail", str(out.with_suffix(".detail.json"))], root)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.tensorrt
+def test_probe_fingerprints_gpu_and_tensorrt(gpu_project: Path) -> None:
+    run_stage("probe", ["--out", "artifacts/fingerprint.json"], gpu_project)
+    fp = json.loads((gpu_project / "artifacts" / "fingerprint.json").read_text())
+    assert fp["available"] is True, fp["reason"]
+    assert fp["gpu"] and fp["compute_capability"] and fp["tensorrt"] and fp["driver"]
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_build_engine_with_report_and_layer_precisions(gpu_project: Path, precision: str) -> None:
+    report = _build(gpu_project, precision)
+    engine = gpu_project / M / "engines" / precision / "model.engine"
+    assert report["status"] == "built" and engine.stat().st_size > 100_000
+    assert report["layer_count"] > 5 and report["build_s"] > 0
+    assert (gpu_project / M / "engines" / precision / "timing.cache").stat().st_size > 0
+    wanted = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}[precision]
+    assert report["layer_precisions"].get(wanted, 0) > 0, report["layer_precisions"]
+    fp = json.loads((gpu_project / "artifacts" / "fingerprint.json").read_text())
+    assert report["tensorrt"] == fp["tensorrt"]  # built by the TensorRT that probed (TRT_PYTHON's)
+
+
+@pytest.mark.tensorrt
+def test_rebuild_reuses_the_timing_cache(gpu_project: Path) -> None:
+    _build(gpu_project, "fp32")
+    second = _build(gpu_project, "fp32")
+    assert second["timing_cache_warm"] is True and second["timing_cache_bytes_before"] > 0
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision,min_agreement", [("fp32", 0.99), ("fp16", 0.98), ("int8", 0.9)])
+def test_engine_matches_onnxruntime_fp32(gpu_project: Path, precision: str, min_agreement: float) -> None:
+    if not (gpu_project / M / "engines" / precision / "model.engine").exists():
+        _build(gpu_project, precision)
+    result = _evaluate(gpu_project, precision)
+    trt = result["tensorrt"]
+    assert trt["status"] == "ok", trt
+    assert trt["top1_agreement_vs_ort_fp32"] >= min_agreement
+    assert trt["agreement_images"] == 128 and trt["images"] == 128
+
+
+@pytest.mark.tensorrt
+def test_engine_from_other_hardware_is_refused_with_one_line(gpu_project: Path, tmp_path: Path) -> None:
+    if not (gpu_project / M / "engines" / "fp32" / "model.engine").exists():
+        _build(gpu_project, "fp32")
+    foreign = tmp_path / "foreign"
+    shutil.copytree(gpu_project / M / "engines" / "fp32", foreign)
+    build = json.loads((foreign / "build.json").read_text())
+    build["fingerprint"]["gpu"] = "NVIDIA A100-SXM4-80GB"
+    build["fingerprint"]["compute_capability"] = "8.0"
+    (foreign / "build.json").write_text(json.dumps(build))
+    result = _evaluate(gpu_project, "fp32", engine_dir=str(foreign))
+    assert result["tensorrt"]["status"] == "failed"
+    reason = result["tensorrt"]["reason"]
+    assert "A100" in reason and "run `dvc repro`" in reason and "\n" not in reason
+
+
+@pytest.mark.tensorrt
+def test_benchmark_times_graphs_copies_and_pipeline(gpu_project: Path) -> None:
+    if not (gpu_project / M / "engines" / "int8" / "model.engine").exists():
+        _build(gpu_project, "int8")
+    out = gpu_project / "reports" / "bench_int8.json"
+    params = gpu_project / "params.yaml"
+    text = params.read_text().replace("- pytorch\n- torch_compile\n- onnxruntime\n", "")
+    params.write_text(text)  # backends: tensorrt only
+    run_stage("benchmark", ["--precision", "int8", "--checkpoint", f"{M}/checkpoint.pt",
+                            "--onnx", f"{M}/onnx/int8.onnx", "--engine-dir", f"{M}/engines/int8",
+                            "--out", str(out), "--records", str(out.with_suffix(".csv")),
+                            "--layers", str(out.with_suffix(".layers.json"))], gpu_project)
+    summary = json.loads(out.read_text())["tensorrt"]
+    assert summary["status"] == "ok" and summary["device_mem_mb"] > 0
+    rows = out.with_suffix(".csv").read_text()
+    assert "compute" in rows and "end_to_end" in rows and "pipelined" in rows and "True" in rows
+    layers = json.loads(out.with_suffix(".layers.json").read_text())["tensorrt"]
+    assert layers["layers"] and layers["layers"][0]["ms_mean"] > 0
+    assert layers["layers"][0]["precision"] != "?"
+    assert summary["compute_bs1_latency_ms_p50"] > 0
+    assert summary["pipelined_throughput_ips_max"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend,precision", [("pytorch", "fp32"), ("pytorch", "fp16"),
+                                               ("onnxruntime", "fp32"), ("onnxruntime", "fp16")])
+def test_cuda_backends_agree_with_reference(gpu_project: Path, backend: str, precision: str) -> None:
+    import onnxruntime as ort
+
+    if backend == "onnxruntime" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is not installed")
+    part = gpu_project / f"part_{backend}_{precision}.json"
+    subprocess.run([sys.executable, "-m", "stages.evaluate", "--precision", precision, "--backend", backend,
+                    "--part", str(part), "--test", "data/prepared/test.npz",
+                    "--reference", f"{M}/reference_logits.npy", "--checkpoint", f"{M}/checkpoint.pt",
+                    "--onnx", f"{M}/onnx/{precision}.onnx", "--engine-dir", f"{M}/engines/{precision}"],
+                   cwd=gpu_project, check=True, env=dict(os.environ, PYTHONPATH=str(gpu_project)))
+    rec = json.loads(part.read_text())
+    assert rec["status"] == "ok", rec
+    assert rec["top1_agreement_vs_ort_fp32"] >= (0.99 if precision == "fp32" else 0.97)
+    if backend == "onnxruntime":
+        assert rec["runtime"]["providers"][0] == "CUDAExecutionProvider"
