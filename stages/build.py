@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> None:
     if result.timing_cache is not None:
         write_bytes(cache_file, result.timing_cache)
     write_json(out / LAYERS_FILE, result.layers)
+    write_json(out / "inspector.json", result.inspector)
     write_json(out / BUILD_FILE, result.report)
     write_json(args.report, {k: v for k, v in result.report.items() if k != "fingerprint"})
     log.info("built %s engine for %s in %.1f s: %.1f MB, %d layers %s",

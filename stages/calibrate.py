@@ -29,6 +29,7 @@ from .lib.progress import progress
 log = logging.getLogger(__name__)
 
 BATCH = 32
+CHUNK = 4  # batches per collect_data call
 
 
 class _Reader:
@@ -36,7 +37,7 @@ class _Reader:
 
     def __init__(self, input_name: str, batches: list[np.ndarray]) -> None:
         self.input_name = input_name
-        self._iter = iter(progress(batches, total=len(batches), desc="calibrate"))
+        self._iter = iter(batches)
         self._n = len(batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -63,19 +64,38 @@ def compute_ranges(onnx_path: Path, batches: list[np.ndarray], c: CalibrateParam
 
     method = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
               "percentile": CalibrationMethod.Percentile}[c.method]
-    extra: dict[str, Any] = {"symmetric": True, "max_intermediate_outputs": 2}
+    extra: dict[str, Any] = {"symmetric": True}
+    if c.method == "entropy":  # TensorRT's entropy calibration: 2048 bins folded to 128 levels
+        extra.update(num_bins=2048, num_quantized_bins=128)
     if c.method == "percentile":
         extra["percentile"] = c.percentile
-    import onnx
-
-    input_name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
+    input_name = load_onnx(onnx_path).graph.input[0].name
     with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
         calibrator = create_calibrator(Path(onnx_path), None,
                                        augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=method, providers=providers,
                                        extra_options=extra)
-        calibrator.collect_data(_Reader(input_name, batches))
+        # Every collect_data call reduces what it saw (min/max or histograms) and frees the
+        # activations, so feeding a few batches at a time bounds host memory; ORT's own
+        # max_intermediate_outputs drops batches (microsoft/onnxruntime#18893).
+        chunks = [batches[i:i + CHUNK] for i in range(0, len(batches), CHUNK)]
+        for chunk in progress(chunks, total=len(chunks), desc=f"calibrate ({c.method})"):
+            calibrator.collect_data(_Reader(input_name, chunk))
         return calibrator.compute_data()
+
+
+def load_onnx(path: Path) -> Any:
+    """onnx.load with a one-line error naming the file."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path))
+        if not model.graph.input:
+            raise ValueError("the graph has no inputs")
+    except (DecodeError, ValueError, OSError, IndexError) as exc:
+        raise OnnxModelError(f"{path}: not a valid ONNX model ({exc}); run `dvc repro -f export`") from exc
+    return model
 
 
 def ranges_to_json(tensors: Any, c: CalibrateParams, n_images: int) -> dict[str, Any]:
@@ -92,7 +112,7 @@ def quantize(onnx_path: Path, tensors: Any, c: CalibrateParams, dest: Path) -> d
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
-    model = onnx.load(str(onnx_path))
+    model = load_onnx(onnx_path)
     # Conv only: the 512->10 classifier is negligible work, and Gemm per-channel Q/DQ axes
     # differ across TensorRT versions.
     op_types = ["Conv"] + (["Add"] if c.quantize_residual_add else [])

@@ -52,12 +52,17 @@ def evaluate_backend(backend: str, p: Params, artifacts: Artifacts, precision: s
     preds = out.argmax(1)
     cm = metrics.confusion_matrix(test.labels, preds, num_classes)
     agree = metrics.agreement(reference, out)
+    n_ref = agree["images"]
     return {
         "status": "ok",
         "top1": round(metrics.top1(test.labels, preds), 3),
         "top1_agreement_vs_ort_fp32": round(agree["top1_agreement"], 5),
         "max_abs_diff_vs_ort_fp32": float(f"{agree['max_abs_diff']:.4g}"),
-        "agreement_images": agree["images"],
+        "agreement_images": n_ref,
+        # top-1 on the reference images, for this backend and for ORT FP32 (the export
+        # reference): the gate's fallback when no FP32 run of this experiment exists
+        "top1_on_reference_images": round(metrics.top1(test.labels[:n_ref], preds[:n_ref]), 3) if n_ref else None,
+        "reference_top1": round(metrics.top1(test.labels[:n_ref], reference[:n_ref].argmax(1)), 3) if n_ref else None,
         "images": len(test),
         "eval_seconds": round(seconds, 2),
         "per_class_top1": [round(float(v), 2) for v in metrics.per_class_top1(cm)],

@@ -86,7 +86,7 @@ def train(p: Params, train_split: data.Split, test_split: data.Split,
         batches = range(steps_per_epoch)
         for i in progress(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{t.epochs}"):
             idx = perm[i * t.batch_size:(i + 1) * t.batch_size]
-            x = train_ds.augmented(idx, gen).contiguous(memory_format=fmt)
+            x = train_ds.augmented(idx, gen, t.cutout).contiguous(memory_format=fmt)
             y = train_ds.labels[idx]
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 logits = model(x)

@@ -75,7 +75,8 @@ def write_params(dest: Path, overrides: list[str] | None = None) -> Path:
 def run_stage(module: str, args: list[str], cwd: Path, check: bool = True,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m stages.<module> args`` in ``cwd`` (a project copy), output captured."""
-    full_env = dict(os.environ, PYTHONPATH=str(cwd), **(env or {}))
+    path = os.pathsep.join(p for p in (str(cwd), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = dict(os.environ, PYTHONPATH=path, **(env or {}))
     proc = subprocess.run([sys.executable, "-m", f"stages.{module}", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True)
     if check and proc.returncode != 0:

@@ -144,7 +144,8 @@ def test_cuda_backends_agree_with_reference(gpu_project: Path, backend: str, pre
                     "--part", str(part), "--test", "data/prepared/test.npz",
                     "--reference", f"{M}/reference_logits.npy", "--checkpoint", f"{M}/checkpoint.pt",
                     "--onnx", f"{M}/onnx/{precision}.onnx", "--engine-dir", f"{M}/engines/{precision}"],
-                   cwd=gpu_project, check=True, env=dict(os.environ, PYTHONPATH=str(gpu_project)))
+                   cwd=gpu_project, check=True,
+                   env=dict(os.environ, PYTHONPATH=f"{gpu_project}:{os.environ.get('PYTHONPATH', '')}"))
     rec = json.loads(part.read_text())
     assert rec["status"] == "ok", rec
     assert rec["top1_agreement_vs_ort_fp32"] >= (0.99 if precision == "fp32" else 0.97)

@@ -33,7 +33,8 @@ def run_main(stage: str, body: Callable[[], None]) -> int:
     except ChildFailed as exc:  # the child already printed its one-line error
         return exc.exit_code
     except PipelineError as exc:
-        print(f"error: {stage}: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the cause's text holds
+        print(f"error: {stage}: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"error: {stage}: interrupted", file=sys.stderr)

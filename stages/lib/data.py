@@ -121,13 +121,19 @@ def _unpickle(blob: bytes, name: str) -> dict:
 
 
 def _batches_to_split(batches: list[dict], name: str) -> Split:
+    if not all(isinstance(b, dict) for b in batches):
+        raise DatasetError(f"{name}: a batch is not a CIFAR-10 dict; {LAYOUT_HELP}")
     try:
         data = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
         labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
     except KeyError as exc:
         raise DatasetError(f"{name}: batch lacks key {exc}; {LAYOUT_HELP}") from exc
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{name}: malformed batch ({exc}); {LAYOUT_HELP}") from exc
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DatasetError(f"{name}: expected rows of 3072 bytes, got shape {data.shape}")
+    if labels.shape != (data.shape[0],):
+        raise DatasetError(f"{name}: {data.shape[0]} images but {labels.shape[0]} labels")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
     return Split(images, labels)
 
@@ -303,8 +309,10 @@ def load_split(path: str | Path) -> Split:
         raise DatasetError(f"{path} is missing: run `dvc repro prepare`")
     try:
         with np.load(path) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("a bare array, not an .npz of images and labels")
             images, labels = z["images"], z["labels"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError) as exc:
         raise DatasetError(f"{path}: not a prepared split ({exc}); run `dvc repro -f prepare`") from exc
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise DatasetError(f"{path}: expected uint8 NHWC images, got {images.dtype} {images.shape}")

@@ -20,6 +20,10 @@ class ParamsError(PipelineError):
         super().__init__(f"invalid parameters in {source}: {joined}")
 
 
+class InputFileError(PipelineError):
+    """A file a stage reads is missing or unreadable (usually: an earlier stage has not run)."""
+
+
 class DatasetError(PipelineError):
     """The dataset is missing or malformed."""
 

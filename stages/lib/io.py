@@ -54,8 +54,17 @@ def write_json(dest: str | os.PathLike[str], obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """Parse a JSON file; a missing or malformed one is an InputFileError naming it."""
+    from .errors import InputFileError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError as exc:
+        raise InputFileError(f"{path} is missing: run `dvc repro` (or the stage that writes it)") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as exc:
+        raise InputFileError(f"{path} is not a readable JSON file ({exc}): run `dvc repro -f` "
+                             "for the stage that writes it") from exc
 
 
 def write_csv(dest: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:

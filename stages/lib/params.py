@@ -57,6 +57,7 @@ class TrainParams:
     nesterov: bool
     weight_decay: float
     label_smoothing: float
+    cutout: int
     warmup_fraction: float
     subset: int
     amp: bool
@@ -210,6 +211,10 @@ def validate(p: Params) -> list[str]:
         ("bench.streams", p.bench.streams),
     ):
         positive(where, value)
+    if not 0.0 < p.train.warmup_fraction < 1.0:
+        problems.append(f"train.warmup_fraction: must be in (0, 1), got {p.train.warmup_fraction}")
+    if not 0 <= p.train.cutout <= p.model.image_size:
+        problems.append(f"train.cutout: must be 0 (off) .. {p.model.image_size}, got {p.train.cutout}")
     if p.train.epochs < 0:
         problems.append(f"train.epochs: must be >= 0, got {p.train.epochs}")
     if p.bench.warmup < 0:

@@ -34,8 +34,12 @@ class DeviceDataset:
             x = x.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
         return x
 
-    def augmented(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Random crop (zero padding) and horizontal flip, on the device."""
+    def augmented(self, idx: torch.Tensor, generator: torch.Generator, cutout: int = 0) -> torch.Tensor:
+        """Random crop (zero padding), horizontal flip and optional Cutout, on the device.
+
+        Cutout (DeVries & Taylor, 2017) zeroes a ``cutout`` x ``cutout`` square at a random
+        centre (clipped at the border) of the normalised image, i.e. sets it to the mean.
+        """
         b, hw = idx.shape[0], self.hw
         off = torch.randint(0, 2 * self.pad + 1, (2, b), device=self.device, generator=generator)
         ar = torch.arange(hw, device=self.device)
@@ -45,7 +49,18 @@ class DeviceDataset:
         crops = self.padded[idx[:, None, None, None], chan, rows, cols]
         flip = torch.rand(b, device=self.device, generator=generator) < 0.5
         crops = torch.where(flip[:, None, None, None], crops.flip(3), crops)
-        return self.normalise(crops)
+        x = self.normalise(crops)
+        if cutout:
+            centre = torch.randint(0, hw, (2, b), device=self.device, generator=generator)
+            half = cutout // 2
+            inside_r = (ar[None, :] >= centre[0][:, None] - half) & (ar[None, :] < centre[0][:, None] - half + cutout)
+            inside_c = (ar[None, :] >= centre[1][:, None] - half) & (ar[None, :] < centre[1][:, None] - half + cutout)
+            mask = inside_r[:, :, None] & inside_c[:, None, :]  # (B, H, W) at image resolution
+            factor = self.size // hw
+            if factor > 1:
+                mask = mask.repeat_interleave(factor, 1).repeat_interleave(factor, 2)
+            x = x.masked_fill(mask[:, None], 0.0)
+        return x
 
     def plain(self, start: int, stop: int) -> torch.Tensor:
         return self.normalise(self.images[start:stop])

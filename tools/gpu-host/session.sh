@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Steps of a GPU-host session; run from the project root on the host by the device tool.
-# Every step logs under $OUT (the folder that comes back).
+#
+# The device tool re-syncs the project tree before every call, deleting files that are not
+# in the local checkout (dvc.lock, reports/ made on the host) — seen 2026-11-23. So the
+# pipeline runs in workspaces outside the tree (/tmp/ws/<model>) that keep dvc.lock,
+# reports, artifacts and the DVC cache between calls; each call refreshes their code.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-step=${1:?usage: session.sh part pNN | install | repro | repro-r50 | tests | collect}
+step=${1:?usage: session.sh part pNN | install | repro MODEL [SECONDS] | second MODEL | warm MODEL PREC | tests | collect}
 export PYTHONUNBUFFERED=1 PIPELINE_LOG_LEVEL=${PIPELINE_LOG_LEVEL:-INFO}
-R50=/tmp/r50   # ResNet-50 runs in its own workspace so the two models' dvc.lock never clash
+WS=/tmp/ws
 
 host_env() {
   # shellcheck disable=SC1091
@@ -13,55 +17,49 @@ host_env() {
   mkdir -p /tmp/bin && ln -sf "$HOST_PYTHON" /tmp/bin/python && export PATH=/tmp/bin:$PATH
 }
 
-dvc_ready() {  # $1: workspace
-  (cd "$1" && { [ -d .git ] || "$DVC" config --local core.no_scm true; }
-   rm -f .dvc/tmp/rwlock .dvc/tmp/lock)
-}
-
-repro() {  # $1: workspace, $2: seconds
-  dvc_ready "$1"
-  (cd "$1" && timeout --signal=INT "$2" "$DVC" repro 2>&1) | tee -a "$OUT/repro-$(basename "$1").log" \
-    | grep -v -E 'it/s\]|s/it\]' 
-  local rc=${PIPESTATUS[0]}
-  if [ "$rc" = 0 ]; then echo "PIPELINE COMPLETE ($1)"; else echo "PIPELINE STOPPED rc=$rc ($1): call again"; fi
+workspace() {  # $1: model config name; prints the workspace path
+  local ws=$WS/$1
+  mkdir -p "$ws/data"
+  rm -rf "$ws/stages" "$ws/conf"
+  cp -r conf stages dvc.yaml .dvcignore "$ws"/ && cp -r data/raw "$ws/data/"
+  mkdir -p "$ws/.dvc" && cp .dvc/config "$ws/.dvc/config"
+  (cd "$ws" && "$DVC" config --local core.no_scm true >/dev/null \
+     && "$HOST_PYTHON" -c "import os; from dvc.utils.hydra import compose_and_dump as c; c('params.yaml', os.path.abspath('conf'), None, 'config', '', ['model=$1'])" \
+     && rm -f .dvc/tmp/rwlock .dvc/tmp/lock)
+  echo "$ws"
 }
 
 case "$step" in
   part)
-    mkdir -p /tmp/gpu-bundle && cp ".gpu-bundle/$2/part" "/tmp/gpu-bundle/$2" && ls -l /tmp/gpu-bundle
-    nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv,noheader ;;
+    mkdir -p /tmp/gpu-bundle && cp ".gpu-bundle/$2/part" "/tmp/gpu-bundle/$2" && ls /tmp/gpu-bundle | tr '\n' ' ' ;;
   install)
-    cat /tmp/gpu-bundle/p* | tar -x -C /tmp && bash /tmp/bundle/install.sh /opt/trt 2>&1 | tail -3
+    cat /tmp/gpu-bundle/p* | tar -x -C /tmp && bash /tmp/bundle/install.sh /opt/trt 2>&1 | tail -1
     rm -rf /tmp/gpu-bundle /tmp/bundle
     host_env
     "$HOST_PYTHON" -c "import onnxruntime as o, torch, dvc; print('ort', o.__version__, o.get_available_providers()); print('torch', torch.__version__, torch.cuda.get_device_name()); print('dvc', dvc.__version__)"
-    "$TRT_PYTHON" -c "import tensorrt, cuda.bindings; print('trt', tensorrt.__version__)"
-    ls -la; [ -d .git ] && echo "host copy has .git" || echo "host copy has no .git" ;;
-  repro)
-    host_env; repro . "${2:-560}" ;;
-  repro-r50)
-    host_env
-    if [ ! -f "$R50/params.yaml" ]; then
-      mkdir -p "$R50"
-      cp -r conf stages dvc.yaml .dvc .dvcignore "$R50"/ && mkdir -p "$R50/data" && cp -r data/raw "$R50/data/"
-      rm -f "$R50/.dvc/config.local"; rm -rf "$R50/.dvc/cache" "$R50/.dvc/tmp"
-      (cd "$R50" && "$HOST_PYTHON" -c "import os; from dvc.utils.hydra import compose_and_dump as c; c('params.yaml', os.path.abspath('conf'), None, 'config', '', ['model=resnet50'])")
-    fi
-    repro "$R50" "${2:-560}" ;;
-  second)
-    host_env; dvc_ready .; "$DVC" repro 2>&1 | tee "$OUT/second-repro.log" | grep -v -E 'it/s\]' ;;
-  warm)  # rebuild one engine from a copy of its timing cache: cold vs warm build time
-    host_env; m=${2:-resnet50}; prec=${3:-int8}; ws=.; [ "$m" = resnet50 ] && ws=$R50
-    (cd "$ws" && rm -rf /tmp/warm && mkdir -p /tmp/warm && cp "artifacts/$m/engines/$prec/timing.cache" /tmp/warm/ \
-      && python -m stages.build --precision "$prec" --onnx "artifacts/$m/onnx/$prec.onnx" \
-         --fingerprint artifacts/fingerprint.json --out-dir /tmp/warm --report "$OUT/warm-build-$m-$prec.json" \
-      && cp "reports/$m/build/$prec.json" "$OUT/cold-build-$m-$prec.json") ;;
+    "$TRT_PYTHON" -c "import tensorrt; print('trt', tensorrt.__version__)" ;;
+  repro)  # $2 model, $3 seconds before a clean stop (DVC resumes at the next call)
+    host_env; ws=$(workspace "$2")
+    (cd "$ws" && timeout --signal=INT "${3:-560}" "$DVC" repro 2>&1) \
+      | grep --line-buffered -v -E 'it/s\]|s/it\]' | tee -a "$OUT/repro-$2.log" | grep -E "Running stage|didn't change|INFO|ERROR|error:"
+    rc=${PIPESTATUS[0]}
+    if [ "$rc" = 0 ]; then echo "PIPELINE COMPLETE ($2)"; else echo "PIPELINE STOPPED rc=$rc ($2): call again"; fi ;;
+  second)  # a repro right after a complete one: should run nothing but the probe
+    host_env; ws=$(workspace "$2"); (cd "$ws" && "$DVC" repro 2>&1) | tee "$OUT/second-repro-$2.log" ;;
+  warm)  # rebuild an engine from a copy of its timing cache: cold vs warm build time
+    host_env; ws=$WS/$2; prec=$3
+    (cd "$ws" && rm -rf /tmp/warm && mkdir -p /tmp/warm && cp "artifacts/$2/engines/$prec/timing.cache" /tmp/warm/ \
+      && python -m stages.build --precision "$prec" --onnx "artifacts/$2/onnx/$prec.onnx" \
+         --fingerprint artifacts/fingerprint.json --out-dir /tmp/warm --report "$OUT/warm-build-$2-$prec.json" \
+      && cp "reports/$2/build/$prec.json" "$OUT/cold-build-$2-$prec.json") ;;
   tests)
-    host_env; python -m pytest -m "gpu or tensorrt" -v -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu-tests.log" | tail -40 ;;
-  collect)
-    mkdir -p /tmp/collect/r18 /tmp/collect/r50
-    cp -r reports dvc.lock params.yaml /tmp/collect/r18/ 2>/dev/null
-    [ -d "$R50" ] && (cd "$R50" && cp -r reports dvc.lock params.yaml /tmp/collect/r50/ 2>/dev/null)
+    host_env; python -m pytest -m "gpu or tensorrt" -v -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -25 ;;
+  collect)  # everything worth keeping, in one file under $OUT
+    rm -rf /tmp/collect && mkdir -p /tmp/collect
+    for ws in "$WS"/*/; do m=$(basename "$ws"); mkdir -p "/tmp/collect/$m"
+      (cd "$ws" && cp -r reports dvc.lock params.yaml "/tmp/collect/$m/" 2>/dev/null
+       for d in artifacts/*/engines/*/; do mkdir -p "/tmp/collect/$m/$d" && cp "$d"/*.json "/tmp/collect/$m/$d" 2>/dev/null; done)
+    done
     tar -C /tmp/collect -czf "$OUT/results.tgz" . && ls -la "$OUT" ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import EngineError, OnnxModelError
 from ..params import BuildParams
 from . import common
-from .inspect import layer_table
+from .inspect import engine_information, parse_layers
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class BuildResult:
     timing_cache: bytes | None
     report: dict[str, Any]
     layers: list[dict[str, Any]] = field(default_factory=list)
+    inspector: dict[str, Any] = field(default_factory=dict)  # raw engine-inspector JSON
 
 
 def build_engine(trt: Any, logger: Any, onnx_path: Path, precision: str, p: BuildParams,
@@ -84,7 +85,8 @@ def build_engine(trt: Any, logger: Any, onnx_path: Path, precision: str, p: Buil
     engine_bytes = bytes(serialized)
     new_cache = bytes(config.get_timing_cache().serialize()) if cache is not None else None
 
-    layers = layer_table(trt, logger, engine_bytes)
+    inspector = engine_information(trt, logger, engine_bytes)
+    layers = parse_layers(inspector)
     report = {
         "precision": precision,
         "onnx": str(onnx_path),
@@ -103,7 +105,7 @@ def build_engine(trt: Any, logger: Any, onnx_path: Path, precision: str, p: Buil
         "timing_cache_bytes_before": len(timing_cache or b""),
         "timing_cache_bytes_after": len(new_cache or b""),
     }
-    return BuildResult(engine_bytes, new_cache, report, layers)
+    return BuildResult(engine_bytes, new_cache, report, layers, inspector)
 
 
 def _tactic_sources(trt: Any, config: Any) -> int:

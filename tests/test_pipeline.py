@@ -1,0 +1,284 @@
+"""The DVC pipeline end to end on synthetic data, in a temporary git repository.
+
+The repository's own default configuration is the tiny synthetic CPU setup (conf/profile/test.yaml
+holding conftest.TINY, selected in conf/config.yaml), so `dvc repro` and `dvc exp run -S ...`
+compose it exactly as they would the real one. The tests run in file order and share the repo:
+first repro, a no-op repro, `-S precision=int8`, `-S train.epochs=2`, then the DVC views.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, TINY, compose
+
+pytestmark = pytest.mark.slow
+
+MODEL = "resnet18_cifar"
+D = f"reports/{MODEL}"
+# On top of TINY: fewer training images (this file trains three times), and a quality budget
+# that a barely trained model on 128 test images always meets; these tests are about what DVC
+# runs, the gate's arithmetic is tested in test_report.py.
+EXTRA = ["train.subset=128", "quality.max_top1_drop=100.0"]
+UPSTREAM = ["prepare", "train", "export", "calibrate"]
+PER_PRECISION = ["build", "evaluate", "benchmark"]
+
+
+class Repo:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.env = dict(
+            os.environ,
+            DVC_NO_ANALYTICS="1",
+            PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+            GIT_AUTHOR_NAME="test",
+            GIT_AUTHOR_EMAIL="test@example.com",
+            GIT_COMMITTER_NAME="test",
+            GIT_COMMITTER_EMAIL="test@example.com",
+        )
+        self.env.pop("PYTHONPATH", None)
+
+    def run(self, *args: str, check: bool = True, timeout: int = 600) -> str:
+        proc = subprocess.run(
+            list(args), cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        out = proc.stdout + proc.stderr
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{out[-6000:]}")
+        return out
+
+    def dvc(self, *args: str, check: bool = True) -> str:
+        return self.run(sys.executable, "-m", "dvc", *args, check=check)
+
+    def git(self, *args: str) -> str:
+        return self.run("git", *args)
+
+    def json(self, rel: str) -> Any:
+        return json.loads((self.path / rel).read_text())
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def unchanged(output: str) -> list[str]:
+    return re.findall(r"Stage '([^']+)' didn't change, skipping", output)
+
+
+def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+    d[leaf] = value
+
+
+def _test_profile() -> str:
+    """conf/profile/test.yaml: the CPU profile with TINY and EXTRA applied on top."""
+    prof = yaml.safe_load((ROOT / "conf" / "profile" / "cpu.yaml").read_text())
+    for override in [*TINY, *EXTRA]:
+        key, value = override.split("=", 1)
+        if "." in key:  # group choices (data=..., profile=...) are made in config.yaml
+            _set(prof, key, yaml.safe_load(value))
+    return "# @package _global_\n" + yaml.safe_dump(prof, sort_keys=False)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
+    root = tmp_path_factory.mktemp("pipeline")
+    for name in ("conf", "stages", "dvc.yaml", ".dvcignore", "pyproject.toml"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, root / name)
+    (root / "data" / "raw").mkdir(parents=True)
+    shutil.copy2(ROOT / "data" / "raw" / "README.md", root / "data" / "raw" / "README.md")
+    (root / "conf" / "profile" / "test.yaml").write_text(_test_profile())
+    config = (root / "conf" / "config.yaml").read_text()
+    assert "  - data: cifar10\n" in config and "  - profile: gpu\n" in config
+    config = config.replace("  - data: cifar10\n", "  - data: synthetic\n")
+    config = config.replace("  - profile: gpu\n", "  - profile: test\n")
+    (root / "conf" / "config.yaml").write_text(config)
+
+    r = Repo(root)
+    r.git("init", "-q")
+    r.dvc("init", "-q")
+    r.dvc("config", "hydra.enabled", "True")
+    # what `make params` does
+    r.run(
+        sys.executable,
+        "-c",
+        "import os; from dvc.utils.hydra import compose_and_dump as c; "
+        "c('params.yaml', os.path.abspath('conf'), None, 'config', '', [])",
+    )
+    r.git("add", "-A")
+    r.git("commit", "-q", "-m", "tiny synthetic pipeline")
+    return r
+
+
+@pytest.fixture(scope="module")
+def stage_names(repo: Repo) -> list[str]:
+    return repo.dvc("stage", "list", "--name-only").split()
+
+
+@pytest.fixture(scope="module")
+def first_repro(repo: Repo) -> str:
+    return repo.dvc("repro")
+
+
+def test_repo_default_is_the_tiny_setup(repo: Repo) -> None:
+    params = yaml.safe_load((repo.path / "params.yaml").read_text())
+    assert params == compose([*TINY, *EXTRA])
+    assert params["data"]["source"] == "synthetic" and params["device"] == "cpu"
+
+
+def test_first_repro_runs_every_stage(repo: Repo, stage_names: list[str], first_repro: str) -> None:
+    assert sorted(ran(first_repro)) == sorted(stage_names)
+    assert len(stage_names) == 16
+    assert unchanged(first_repro) == []
+    lock = yaml.safe_load((repo.path / "dvc.lock").read_text())
+    assert sorted(lock["stages"]) == sorted(stage_names)
+
+
+def test_first_repro_writes_the_report(repo: Repo, first_repro: str) -> None:
+    md = (repo.path / D / "summary.md").read_text()
+    assert md.startswith(f"# {MODEL}: results")
+    assert "> **SYNTHETIC DATA**" in md
+    assert "profile cpu, no CUDA GPU, no TensorRT" in md
+    skipped = md.split("## Skipped or not run", 1)[1].split("\n## ", 1)[0]
+    for prec in ("FP32", "FP16", "INT8"):
+        assert re.search(rf"- build TensorRT {prec}: \*\*skipped\*\*: \S", skipped), prec
+        assert re.search(rf"- evaluate tensorrt {prec}: \*\*skipped\*\*: TensorRT", skipped), prec
+        assert re.search(rf"- benchmark tensorrt {prec}: \*\*skipped\*\*: TensorRT", skipped), prec
+    for backend in ("pytorch", "onnxruntime"):
+        assert re.search(rf"- evaluate {backend} FP16: \*\*skipped\*\*: .*(CUDA|cuda)", skipped), backend
+    assert "| onnxruntime | INT8 |" in md and "| pytorch | FP32 |" in md
+
+    metrics = repo.json(f"{D}/metrics.json")
+    assert metrics["synthetic_data"] is True
+    for key in (
+        "pytorch_fp32_top1",
+        "onnxruntime_fp32_top1",
+        "onnxruntime_int8_top1",
+        "train_test_top1",
+        "onnxruntime_int8_compute_bs1_latency_ms_p50",
+    ):
+        assert isinstance(metrics[key], (int, float)), key
+    assert metrics["pytorch_fp32_top1"] == pytest.approx(metrics["train_test_top1"], abs=0.01)
+    assert not any(isinstance(v, (dict, list)) for v in metrics.values())
+
+    plots = sorted(p.name for p in (repo.path / D / "plots").glob("*.png"))
+    assert plots == ["accuracy.png", "latency.png", "speedup.png", "throughput.png", "training.png"]
+    for name in plots:
+        assert (repo.path / D / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    for prec in ("fp32", "fp16", "int8"):
+        ev = repo.json(f"{D}/eval/{prec}.json")
+        bench = repo.json(f"{D}/bench/{prec}.json")
+        build = repo.json(f"{D}/build/{prec}.json")
+        assert ev["precision"] == prec and ev["synthetic_data"] is True
+        assert ev["tensorrt"]["status"] == "skipped" and bench["tensorrt"]["status"] == "skipped"
+        assert build["status"] == "skipped" and build["reason"]
+        assert (repo.path / D / "eval" / f"{prec}_detail.json").is_file()
+        assert (repo.path / D / "bench" / f"{prec}.csv").is_file()
+    assert repo.json(f"{D}/eval/fp32.json")["onnxruntime"]["top1_agreement_vs_ort_fp32"] == 1.0
+    assert repo.json(f"{D}/eval/int8.json")["onnxruntime"]["status"] == "ok"
+    assert repo.json(f"{D}/bench/fp32.json")["pytorch"]["status"] == "ok"
+
+    gate = repo.json(f"{D}/gate.json")
+    assert gate["passed"] is True and gate["failed"] == 0 and gate["checks"] >= 3
+
+    train = repo.json(f"{D}/train.json")
+    assert train["epochs"] == 1 and train["train_images"] == 128 and train["synthetic_data"] is True
+    for out in (
+        "checkpoint.pt",
+        "onnx/fp32.onnx",
+        "onnx/fp16.onnx",
+        "onnx/int8.onnx",
+        "reference_logits.npy",
+        "calibration/ranges.json",
+    ):
+        assert (repo.path / "artifacts" / MODEL / out).is_file(), out
+
+
+def test_second_repro_runs_nothing(repo: Repo, stage_names: list[str], first_repro: str) -> None:
+    out = repo.dvc("repro")
+    # probe is always_changed (it fingerprints the machine); its output is identical, so
+    # nothing downstream runs
+    assert ran(out) == ["probe"]
+    assert sorted(unchanged(out)) == sorted(set(stage_names) - {"probe"})
+
+
+def test_exp_run_precision_int8_reruns_only_what_depends_on_it(repo: Repo, first_repro: str) -> None:
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "first repro")
+    out = repo.dvc("exp", "run", "-S", "precision=int8")
+    params = yaml.safe_load((repo.path / "params.yaml").read_text())
+    assert params["precisions"] == ["int8"]
+
+    assert sorted(ran(out)) == ["gate", "probe", "report"]
+    skipped = set(unchanged(out))
+    assert {"build@int8", "evaluate@int8", "benchmark@int8", *UPSTREAM} <= skipped
+    for name in ("build@fp32", "evaluate@fp16", "benchmark@fp32"):  # not in this pipeline at all
+        assert name not in out
+
+    md = (repo.path / D / "summary.md").read_text()
+    assert "- Precisions: int8;" in md
+    metrics = repo.json(f"{D}/metrics.json")
+    assert "onnxruntime_int8_top1" in metrics
+    assert not [k for k in metrics if "_fp32_" in k or "_fp16_" in k]
+    assert repo.json(f"{D}/gate.json")["passed"] is True
+
+
+def test_exp_run_more_epochs_reruns_train_and_everything_downstream(
+    repo: Repo, stage_names: list[str]
+) -> None:
+    repo.git("checkout", "--", ".")  # back to the committed baseline (all precisions)
+    out = repo.dvc("exp", "run", "-S", "train.epochs=2")
+    assert yaml.safe_load((repo.path / "params.yaml").read_text())["train"]["epochs"] == 2
+    expected = set(stage_names) - {"prepare"}
+    assert set(ran(out)) == expected
+    assert unchanged(out) == ["prepare"]
+    assert ran(out).index("train") < ran(out).index("export") < ran(out).index("calibrate")
+    assert ran(out)[-2:] == ["report", "gate"]
+
+    train = repo.json(f"{D}/train.json")
+    assert train["epochs"] == 2
+    history = (repo.path / D / "train_history.csv").read_text().strip().splitlines()
+    assert history[0].startswith("epoch,") and [r.split(",")[0] for r in history[1:]] == ["1", "2"]
+    assert "2 epochs on 128 images" in (repo.path / D / "summary.md").read_text()
+
+
+def test_dvc_views_show_the_metrics(repo: Repo) -> None:
+    md = repo.dvc("exp", "show", "--md")
+    assert "test_top1" in md and "train.epochs" in md
+    exps = json.loads(repo.dvc("exp", "show", "--json"))
+    names = [e["name"] for c in exps for exp in (c.get("experiments") or []) for e in exp["revs"]]
+    assert len(names) == 2, exps  # the int8 and the 2-epoch experiment
+
+    shown = repo.dvc("metrics", "show")
+    assert "test_top1" in shown and "reports/resnet18_cifar/metrics.json" in shown
+
+    shown_json = json.loads(repo.dvc("metrics", "show", "--json"))
+    assert shown_json, "dvc metrics show --json is empty"
+
+    diff = repo.dvc("metrics", "diff", "--all")
+    assert "test_top1" in diff and "HEAD" in diff and "workspace" in diff
+    assert re.search(r"train\.json\s+epochs\s+1\s+2", diff), diff
+
+    repo.dvc("plots", "show")
+    html = (repo.path / "dvc_plots" / "index.html").read_text()
+    assert "test_top1" in html and "train_loss" in html
+    assert "accuracy.png" in html
+    repo.dvc("plots", "diff", "HEAD")
+    assert "test_top1" in (repo.path / "dvc_plots" / "index.html").read_text()
