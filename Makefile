@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+
 setup: $(STAMP)  ## create the virtual environment (.venv) with every dependency
 
 repro: setup  ## run the main experiment (GPU) or, without a CUDA GPU, the CPU profile

@@ -31,6 +31,18 @@ def _save(fig: Any, dest: Path) -> None:
     plt.close(fig)
 
 
+def _batch_axis(ax: Any, records: list[dict[str, Any]]) -> None:
+    """Log-2 batch axis labelled with the batch sizes actually measured."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log", base=2)
+    sizes = sorted({int(r["batch_size"]) for r in records})
+    ax.set_xticks(sizes)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("batch size")
+
+
 def _label(backend: str, precision: str) -> str:
     return f"{backend} {precision.upper()}"
 
@@ -86,9 +98,8 @@ def by_batch(records: list[dict[str, Any]], metric: str, ylabel: str, title: str
         ys = [float(r[metric]) for r in rows]
         ax.plot(xs, ys, PRECISION_STYLE.get(prec, "-"), marker=PRECISION_MARKER.get(prec, "o"),
                 color=BACKEND_COLORS.get(backend), label=_label(backend, prec))
-    ax.set_xscale("log", base=2)
+    _batch_axis(ax, records)
     ax.set_yscale("log")
-    ax.set_xlabel("batch size")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(which="both", alpha=0.3)
@@ -108,8 +119,7 @@ def speedup(records: list[dict[str, Any]], dest: Path, title: str) -> None:
             ax.plot(*zip(*pts), PRECISION_STYLE.get(prec, "-"), marker=PRECISION_MARKER.get(prec, "o"),
                     color=BACKEND_COLORS.get(backend), label=_label(backend, prec))
     ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size")
+    _batch_axis(ax, records)
     ax.set_ylabel("throughput / PyTorch FP32 throughput (x)")
     ax.set_title(title, fontsize=10)
     ax.grid(which="both", alpha=0.3)

@@ -102,6 +102,8 @@ def _status_lines(c: Collected) -> list[str]:
     lines = []
     for what, table in (("evaluate", c.evals), ("benchmark", c.benches)):
         for prec, by_backend in table.items():
+            if not by_backend:
+                lines.append(f"- {what} {prec.upper()}: **no results** (its stage did not complete)")
             for backend, rec in by_backend.items():
                 if isinstance(rec, dict) and rec.get("status") not in (None, "ok"):
                     lines.append(f"- {what} {backend} {prec.upper()}: **{rec['status']}**: {rec.get('reason')}")

@@ -257,14 +257,6 @@ def test_prepare_with_a_valid_tree_tar_gz_works(project: Path) -> None:
     assert meta["source"] == "folder-archive:data/raw/cifar10-jpg.tar.gz" and meta["synthetic"] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: stages/lib/data.py _load_folder_tar puts str(tarfile.ReadError) into the message; for "
-        "tarfile.open(..., 'r:*') on a file that is no archive at all that text spans several lines "
-        "(one per compression method tried), so the 'one-line' error is 5 lines"
-    ),
-)
 def test_prepare_with_a_garbage_tar_gz(project: Path) -> None:
     _auto(project)
     (project / "data" / "raw" / "cifar10-jpg.tar.gz").write_bytes(b"this is not an archive\n" * 20)
@@ -403,15 +395,6 @@ def _no_calibrate_output(project: Path) -> None:
     assert not (project / R / "calibrate.json").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: stages/calibrate.py compute_ranges calls onnx.load() on --onnx unguarded; a file that "
-        "is not ONNX raises google.protobuf DecodeError (or IndexError for an empty file), which "
-        "run_main does not catch, so the user gets a traceback instead of an OnnxModelError naming "
-        "the file"
-    ),
-)
 @pytest.mark.parametrize("content", [b"garbage, not a protobuf\n" * 4, b""], ids=["garbage", "empty"])
 def test_calibrate_with_a_garbage_onnx(project: Path, content: bytes) -> None:
     prepare_synthetic(project)
@@ -518,21 +501,15 @@ MISSING_INPUT = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: stages/lib/io.py read_json lets FileNotFoundError (and json.JSONDecodeError) escape; "
-        "they are not PipelineErrors, so train/evaluate (data/prepared/meta.json), gate "
-        "(eval/<precision>.json) and build (fingerprint.json) print a traceback instead of a one-line "
-        "error naming the missing file"
-    ),
-)
 @pytest.mark.parametrize("stage", sorted(MISSING_INPUT))
 def test_stage_run_before_its_inputs_exist(project: Path, stage: str) -> None:
     args, missing = MISSING_INPUT[stage]
     proc = run_stage(stage, args, project, check=False)
-    label = {"gate": "quality gate", "build": "build fp32"}.get(stage, stage)
-    one_line_error(proc, label, missing)
+    # per-precision stages name their precision: `error: build fp32: ...`, `error: evaluate fp32: ...`
+    label = {"gate": "quality gate", "build": "build fp32", "evaluate": "evaluate fp32"}.get(stage, stage)
+    line = one_line_error(proc, label, missing)
+    assert f"{missing} is missing" in line, line
+    assert not (project / "reports").exists()
 
 
 @pytest.mark.parametrize(
@@ -716,15 +693,6 @@ def test_benchmark_records_a_corrupt_onnx_and_times_the_rest(project: Path, prep
     assert json.loads((project / R / "bench" / "fp32_layers.json").read_text()) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: stages/benchmark.py parent() writes the empty records file with "
-        "args.records.write_text('backend\\n') when no backend produced rows; unlike write_csv it "
-        "neither creates the parent folder nor writes atomically, so with reports/<model>/bench/ "
-        "absent the stage dies with a FileNotFoundError traceback"
-    ),
-)
 def test_benchmark_when_every_backend_fails(project: Path) -> None:
     edit_params(project, lambda r: r.update(backends=["onnxruntime"]))
     _corrupt_onnx(project)

@@ -187,9 +187,6 @@ def test_pickle_batch_lacking_labels(tmp_path: Path) -> None:
         data.load_raw(tmp_path)
 
 
-@pytest.mark.xfail(reason="BUG: data._batches_to_split only catches KeyError; a readable pickle "
-                          "that is not a dict raises TypeError instead of DatasetError", strict=True,
-                   raises=TypeError)
 def test_pickle_that_is_not_a_dict_raises_dataset_error(tmp_path: Path) -> None:
     batches = _fake_batches()
     _write_pickle_dir(tmp_path / "cifar-10-batches-py", batches)
@@ -198,9 +195,6 @@ def test_pickle_that_is_not_a_dict_raises_dataset_error(tmp_path: Path) -> None:
         data.load_raw(tmp_path)
 
 
-@pytest.mark.xfail(reason="BUG: data._batches_to_split never checks that a batch has as many "
-                          "labels as rows; the Split silently gets mismatched arrays", strict=True,
-                   raises=pytest.fail.Exception)
 def test_pickle_label_count_mismatch_raises(tmp_path: Path) -> None:
     batches = _fake_batches()
     batches["test_batch"][b"labels"] = batches["test_batch"][b"labels"][:-1]
@@ -493,6 +487,106 @@ def test_device_dataset_augmented_without_pad_is_plain_or_flipped() -> None:
         assert np.array_equal(out[k], plain[k]) or np.array_equal(out[k], plain[k][:, :, ::-1])
 
 
+def _zero_boxes(out: np.ndarray) -> list[tuple[int, int, int, int] | None]:
+    """Per image of (B, 3, H, W): the box (top, left, height, width) of its exact zeros, checking
+    that they are the same in every channel and fill the box (a rectangle); None when no zeros."""
+    boxes: list[tuple[int, int, int, int] | None] = []
+    for k, img in enumerate(out):
+        zero = img == 0.0
+        assert (zero == zero[0]).all(), f"image {k}: the zeroed pixels differ between channels"
+        rows, cols = np.flatnonzero(zero[0].any(1)), np.flatnonzero(zero[0].any(0))
+        if not rows.size:
+            boxes.append(None)
+            continue
+        top, left = int(rows[0]), int(cols[0])
+        h, w = int(rows[-1]) - top + 1, int(cols[-1]) - left + 1
+        assert zero[0, top:top + h, left:left + w].all() and zero[0].sum() == h * w, \
+            f"image {k}: the zeroed pixels are not one filled rectangle"
+        boxes.append((top, left, h, w))
+    return boxes
+
+
+def _check_cutout_boxes(boxes: list, size: int, cutout: int) -> None:
+    """Every image has one square of at most cutout x cutout, clipped only at the borders."""
+    assert all(b is not None for b in boxes), "every image gets a Cutout square"
+    for top, left, h, w in boxes:
+        for start, extent in ((top, h), (left, w)):
+            # the centre lies in the image, so at least half the square is always left
+            assert cutout // 2 <= extent <= cutout, boxes
+            if extent < cutout:  # clipped: the square runs into the top/left or bottom/right edge
+                assert start == 0 or start + extent == size, (start, extent)
+    assert any(h == w == cutout for _, _, h, w in boxes), "some squares should lie fully inside"
+    assert any(h < cutout or w < cutout for _, _, h, w in boxes), "some squares should be clipped"
+
+
+def _matches_a_crop_outside(img: np.ndarray, keep: np.ndarray, padded_norm: np.ndarray, pad: int) -> bool:
+    hw = img.shape[-1]
+    for oy in range(2 * pad + 1):
+        for ox in range(2 * pad + 1):
+            window = padded_norm[:, oy:oy + hw, ox:ox + hw]
+            for cand in (window, window[:, :, ::-1]):
+                if np.array_equal(img[:, keep], cand[:, keep]):
+                    return True
+    return False
+
+
+def test_device_dataset_cutout_zeroes_one_square_per_image() -> None:
+    import torch
+
+    from stages.lib.torchdata import DeviceDataset
+
+    n = 64
+    imgs = _images(n, seed=5)
+    ds = DeviceDataset(data.Split(imgs, np.arange(n)), torch.device("cpu"), MEAN, STD, 32, pad=4)
+    idx = torch.arange(n)
+
+    # without Cutout nothing is exactly 0 (no uint8 value normalises to 0 with these mean/std,
+    # and padding normalises to -mean/std), so the zeros below are the Cutout squares
+    plain = ds.augmented(idx, torch.Generator().manual_seed(0), cutout=0).numpy()
+    assert not (plain == 0.0).any()
+    assert _zero_boxes(plain) == [None] * n
+    torch.testing.assert_close(ds.augmented(idx, torch.Generator().manual_seed(0)),
+                               torch.from_numpy(plain), rtol=0, atol=0)  # cutout=0 is the default
+
+    out = ds.augmented(idx, torch.Generator().manual_seed(0), cutout=16).numpy()
+    assert out.shape == (n, 3, 32, 32) and out.dtype == np.float32
+    boxes = _zero_boxes(out)
+    _check_cutout_boxes(boxes, 32, 16)
+    # outside its square each image is still a (possibly flipped) crop of the padded image
+    padded = np.pad(imgs, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    padded_norm = ds.normalise(torch.from_numpy(padded).permute(0, 3, 1, 2)).numpy()
+    for k, (top, left, h, w) in enumerate(boxes):
+        keep = np.ones((32, 32), bool)
+        keep[top:top + h, left:left + w] = False
+        assert _matches_a_crop_outside(out[k], keep, padded_norm[k], 4), f"image {k}"
+    # the squares move from image to image
+    assert len({b[:2] for b in boxes}) > n // 4
+
+
+def test_device_dataset_cutout_scales_with_upsampling() -> None:
+    import torch
+
+    from stages.lib.torchdata import DeviceDataset
+
+    n = 64
+    imgs = _images(n, seed=6)
+    split = data.Split(imgs, np.arange(n))
+    ds32 = DeviceDataset(split, torch.device("cpu"), MEAN, STD, 32, pad=4)
+    ds64 = DeviceDataset(split, torch.device("cpu"), MEAN, STD, 64, pad=4)
+    idx = torch.arange(n)
+    assert not (ds64.augmented(idx, torch.Generator().manual_seed(1), cutout=0).numpy() == 0.0).any()
+
+    out = ds64.augmented(idx, torch.Generator().manual_seed(1), cutout=16).numpy()
+    assert out.shape == (n, 3, 64, 64)
+    boxes = _zero_boxes(out)
+    _check_cutout_boxes(boxes, 64, 32)  # 2x upsampling: squares of at most 32x32
+    # whole source pixels: the square starts and ends on the 2x2 grid
+    assert all(v % 2 == 0 for box in boxes for v in box)
+    # the same draws at 32x32, upsampled nearest: Cutout happens at image resolution
+    small = ds32.augmented(idx, torch.Generator().manual_seed(1), cutout=16).numpy()
+    np.testing.assert_array_equal(out, small.repeat(2, axis=2).repeat(2, axis=3))
+
+
 # -- synthetic -------------------------------------------------------------------------------
 
 
@@ -551,9 +645,6 @@ def test_load_split_garbage_names_file(tmp_path: Path) -> None:
     assert "dvc repro -f prepare" in str(err.value)
 
 
-@pytest.mark.xfail(reason="BUG: data.load_split catches (OSError, ValueError, KeyError) only; "
-                          "np.load on an empty file raises EOFError -> traceback", strict=True,
-                   raises=EOFError)
 def test_load_split_empty_file_raises_dataset_error(tmp_path: Path) -> None:
     path = tmp_path / "train.npz"
     path.write_bytes(b"")
@@ -576,10 +667,6 @@ def test_load_split_wrong_dtype_and_count(tmp_path: Path) -> None:
         data.load_split(tmp_path / "b.npz")
 
 
-@pytest.mark.xfail(reason="BUG: data.load_split uses `with np.load(path) as z`; a plain .npy "
-                          "payload makes np.load return an ndarray, which is no context manager "
-                          "-> TypeError instead of DatasetError", strict=True,
-                   raises=TypeError)
 def test_load_split_npy_payload_raises_dataset_error(tmp_path: Path) -> None:
     path = tmp_path / "test.npz"
     with open(path, "wb") as f:

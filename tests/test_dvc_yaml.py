@@ -406,15 +406,7 @@ def _stage_inputs_from(source: Path, dest: Path, stages: dict[str, dict[str, Any
     "name",
     [
         "calibrate",
-        pytest.param(
-            "evaluate@fp32",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: stages/evaluate.py reads data/prepared/meta.json (args.test.parent / "
-                "'meta.json', for the classes and the synthetic flag) but dvc.yaml's evaluate "
-                "stage does not list it in deps",
-            ),
-        ),
+        "evaluate@fp32",
     ],
 )
 def test_stage_reads_only_declared_inputs(

@@ -244,7 +244,9 @@ def test_int8_model_has_qdq_nodes_and_passes_checker(prepared_tiny: Path, int8_m
     report = json.loads((prepared_tiny / "reports/calibrate.json").read_text())
     assert report["quantize_linear_nodes"] == ops["QuantizeLinear"]
     assert report["dequantize_linear_nodes"] == ops["DequantizeLinear"]
-    assert report["images"] == 128 and report["method"] == "entropy"
+    # the stage calibrates with the method params.yaml configures (conf/calibrate/default.yaml)
+    method = load_params(prepared_tiny / "params.yaml").calibrate.method
+    assert report["images"] == 128 and report["method"] == method
     assert report["from_split"] == "train"
     assert [i.name for i in int8_model.graph.input] == ["input"]
     assert [o.name for o in int8_model.graph.output] == ["logits"]
@@ -321,9 +323,10 @@ def test_every_add_has_one_conv_and_one_dequantized_input(int8_model) -> None:
 
 
 def test_ranges_json(prepared_tiny: Path, int8_model) -> None:
+    p = load_params(prepared_tiny / "params.yaml")
     ranges = json.loads((prepared_tiny / M / "calibration/ranges.json").read_text())
-    assert ranges["method"] == "entropy"
-    assert ranges["percentile"] is None
+    assert ranges["method"] == p.calibrate.method
+    assert ranges["percentile"] == (p.calibrate.percentile if p.calibrate.method == "percentile" else None)
     assert ranges["images"] == 128  # calibrate.num_images in TINY
     assert ranges["symmetric"] is True
     tensors = ranges["tensors"]
@@ -339,6 +342,14 @@ def test_ranges_json(prepared_tiny: Path, int8_model) -> None:
     assert float(inits[q_input.input[1]]) == pytest.approx(tensors["input"]["amax"] / 127, rel=1e-5)
     # synthetic images normalised with mean 0.5 / std 0.25 lie in [-2, 2]
     assert tensors["input"]["min"] >= -2.0 - 1e-5 and tensors["input"]["max"] <= 2.0 + 1e-5
+    if p.calibrate.method == "minmax":
+        # MinMax (symmetric): the input's range is [-amax, amax] with amax the largest |value|
+        # over every calibration image the stage used
+        calib = data.load_split(prepared_tiny / "data/prepared/calib.npz")
+        x = np.concatenate(calibrate.calibration_batches(p, calib))
+        assert len(x) == ranges["images"]
+        assert tensors["input"]["amax"] == pytest.approx(float(np.abs(x).max()), rel=1e-6)
+        assert tensors["input"]["min"] == pytest.approx(-tensors["input"]["max"], rel=1e-6)
 
 
 def test_calibrate_stage_missing_onnx_is_one_error_line(prepared_tiny: Path, project: Path) -> None:
@@ -359,8 +370,7 @@ def test_calibrate_stage_missing_onnx_is_one_error_line(prepared_tiny: Path, pro
 
 @pytest.fixture(scope="module")
 def calib_batches(tiny) -> list[np.ndarray]:
-    """Three batches of 32 calibration images: an odd count, so that the MinMax bug documented in
-    test_minmax_uses_every_batch does not also break the agreement test below."""
+    """Three batches of 32 calibration images (96 images, the ranges the method tests compare)."""
     root, p, _, _ = tiny
     calib = data.load_split(root / "data/prepared/calib.npz")
     p5 = dataclasses.replace(p, calibrate=dataclasses.replace(p.calibrate, num_images=96))
@@ -447,19 +457,27 @@ def test_every_method_gives_a_qdq_model_that_agrees_with_fp32(tiny, centroid_mod
 
     ref = _run(centroid_model, x)
     got = _run(dest, x)
+    assert got.shape == ref.shape and np.isfinite(got).all()
     ref_pred = ref.argmax(1)
     # the reference is meaningful: predictions spread over the classes and match the labels
     assert len(np.unique(ref_pred)) >= 8
     assert (ref_pred == test.labels).mean() > 0.9
     agreement = (got.argmax(1) == ref_pred).mean()
-    assert agreement > 0.9, f"{method}: INT8 top-1 agreement with FP32 only {agreement:.3f}"
-    assert np.abs(got - ref).max() < 0.25 * np.abs(ref).max()
+    if method == "entropy":
+        # Real (TensorRT-style, 2048 -> 128 bins) entropy calibration clips the ReLU ranges of
+        # this stand-in nearest-class-mean model hard, so INT8 agreement falls (to ~0.61): require
+        # ranges no wider than MinMax's, some strictly narrower, and agreement well above chance.
+        en, mm = _amax(tensors), _amax(ranges_by_method["minmax"])
+        assert set(en) == set(mm)
+        wider = [k for k in mm if en[k] > mm[k] * (1 + 1e-6)]
+        assert not wider, f"entropy ranges wider than minmax: {wider}"
+        assert any(en[k] < 0.99 * mm[k] for k in mm), "entropy clipped no tensor"
+        assert agreement > 0.3, f"entropy: INT8 top-1 agreement with FP32 only {agreement:.3f}"
+    else:
+        assert agreement > 0.9, f"{method}: INT8 top-1 agreement with FP32 only {agreement:.3f}"
+        assert np.abs(got - ref).max() < 0.25 * np.abs(ref).max()
 
 
-@pytest.mark.xfail(reason="BUG: calibrate.compute_ranges leaves ORT's entropy defaults "
-                          "num_bins=128 == num_quantized_bins=128, so the KL search has a single "
-                          "candidate (the full range): entropy calibration equals max calibration",
-                   strict=True, raises=AssertionError)
 def test_entropy_clips_outliers_unlike_minmax(ranges_by_method, true_amax) -> None:
     mm, en = true_amax, _amax(ranges_by_method["entropy"])
     assert set(en) == set(mm)
@@ -476,10 +494,6 @@ def _scaled_batches(calib_batches: list[np.ndarray], n: int) -> list[np.ndarray]
     return out
 
 
-@pytest.mark.xfail(reason="BUG: calibrate.compute_ranges passes max_intermediate_outputs to ORT's "
-                          "MinMaxCalibrater, which (onnxruntime 1.32, microsoft/onnxruntime#18893) "
-                          "clears the collected outputs without merging them: only the trailing "
-                          "batches count", strict=True, raises=AssertionError)
 def test_minmax_uses_every_batch(tiny, calib_batches) -> None:
     root, p, _, _ = tiny
     batches = _scaled_batches(calib_batches, 9)
@@ -489,9 +503,6 @@ def test_minmax_uses_every_batch(tiny, calib_batches) -> None:
     assert _amax(tensors)["input"] == pytest.approx(want, rel=1e-6)
 
 
-@pytest.mark.xfail(reason="BUG: with max_intermediate_outputs=k, MinMax calibration over a multiple "
-                          "of k batches discards them all and ORT raises ValueError('No data is "
-                          "collected.'), a traceback instead of ranges", strict=True, raises=ValueError)
 @pytest.mark.parametrize("n", [8])
 def test_minmax_with_a_power_of_two_batch_count(tiny, calib_batches, n: int) -> None:
     root, p, _, _ = tiny

@@ -175,10 +175,60 @@ def test_backends_that_did_not_run_produce_no_checks(status: str) -> None:
     assert [(c["backend"], c["precision"]) for c in checks] == [("pytorch", "fp32")]
 
 
-def test_no_reference_at_all_yields_no_drop_check() -> None:
+@pytest.mark.parametrize("reference_fields", [{}, {"agreement_images": 0, "top1_on_reference_images": None,
+                                                   "reference_top1": None}], ids=["absent", "empty"])
+@pytest.mark.parametrize("fp32", [{"fp32": {"pytorch": {"status": "skipped", "reason": "x"}}}, {}],
+                         ids=["fp32-skipped", "no-fp32"])
+def test_no_reference_at_all_yields_a_failing_check(fp32: dict[str, Any],
+                                                    reference_fields: dict[str, Any]) -> None:
+    """No FP32 result and no export reference logits: the drop cannot be checked, so it fails."""
+    evals = {**fp32, "int8": {"onnxruntime": {**ok(50.0), **reference_fields}}}
+    checks = gate_checks(evals, Q)
+    assert len(checks) == 1
+    c = checks[0]
+    assert (c["backend"], c["precision"]) == ("onnxruntime", "int8")
+    assert c["passed"] is False
+    assert c["rule"] == "an FP32 reference exists"
+    assert c["detail"]
+
+
+def with_reference(top1: float, on_reference: float, reference_top1: float,
+                   images: int = 128) -> dict[str, Any]:
+    """An evaluate record carrying the export-reference fields (stages/evaluate.py)."""
+    return {**ok(top1, 0.97), "agreement_images": images,
+            "top1_on_reference_images": on_reference, "reference_top1": reference_top1}
+
+
+def test_without_fp32_results_the_export_reference_is_used_within_budget() -> None:
+    # whole-split top-1 (70) is not comparable with the reference; the reference images' is (89.8)
+    evals = {"int8": {"onnxruntime": with_reference(70.0, 89.8, 90.0)}}
+    checks = gate_checks(evals, Q)
+    assert len(checks) == 1
+    c = checks[0]
+    assert (c["backend"], c["precision"]) == ("onnxruntime", "int8")
+    assert c["passed"] is True
+    assert c["value"] == pytest.approx(0.2)
+    assert "ORT fp32 reference" in c["rule"] and "0.5" in c["rule"]
+    assert "ORT fp32 reference (128 images)" in c["detail"]
+    assert "89.80%" in c["detail"] and "90.00%" in c["detail"]
+
+
+def test_without_fp32_results_the_export_reference_is_used_over_budget() -> None:
     evals = {"fp32": {"pytorch": {"status": "skipped", "reason": "x"}},
-             "int8": {"onnxruntime": ok(50.0)}}
-    assert gate_checks(evals, Q) == []
+             "int8": {"tensorrt": with_reference(95.0, 89.0, 90.0, images=64)}}
+    c = by_key(gate_checks(evals, Q))[("tensorrt", "int8")]
+    assert c["passed"] is False
+    assert c["value"] == pytest.approx(1.0)
+    assert "ORT fp32 reference (64 images)" in c["detail"]
+    assert "89.00%" in c["detail"] and "90.00%" in c["detail"] and "1.00" in c["detail"]
+
+
+def test_fp32_results_are_preferred_over_the_export_reference() -> None:
+    evals = {"fp32": {"pytorch": ok(92.0)},
+             "int8": {"onnxruntime": with_reference(91.8, 80.0, 90.0)}}
+    c = by_key(gate_checks(evals, Q))[("onnxruntime", "int8")]
+    assert "pytorch fp32" in c["rule"] and "reference" not in c["rule"]
+    assert c["value"] == pytest.approx(0.2) and c["passed"] is True
 
 
 # -- the gate stage ----------------------------------------------------------------------

@@ -67,27 +67,7 @@ def test_committed_params_yaml_loads_through_the_typed_loader() -> None:
 _CASES = [(g, o) for g, opts in GROUP_OPTIONS.items() for o in opts]
 
 
-@pytest.mark.parametrize(
-    ("group", "option"),
-    [
-        pytest.param(
-            g,
-            o,
-            id=f"{g}={o}",
-            marks=[
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="BUG: conf/data/synthetic.yaml sets data.calib_size=256 but the default "
-                    "calibrate.num_images is 1024 (only profile=cpu lowers it), so "
-                    "`dvc exp run -S data=synthetic` fails validation",
-                )
-            ]
-            if (g, o) == ("data", "synthetic")
-            else [],
-        )
-        for g, o in _CASES
-    ],
-)
+@pytest.mark.parametrize(("group", "option"), [pytest.param(g, o, id=f"{g}={o}") for g, o in _CASES])
 def test_each_group_option_composes_and_validates(group: str, option: str) -> None:
     raw = compose([f"{group}={option}"])
     p = params_from_dict(raw)

@@ -691,13 +691,6 @@ def test_report_without_fingerprint_or_meta_still_writes(tmp_path: Path) -> None
     assert json.loads((tmp_path / D / "metrics.json").read_text())["synthetic_data"] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: stages/report.py collect() reads reports/<model>/train_history.csv (the training plot) "
-        "but dvc.yaml's report stage does not list it in deps; add it (it is train's plots output)"
-    ),
-)
 def test_report_reads_only_declared_inputs(tmp_path: Path) -> None:
     from tests.test_dvc_yaml import DVC_YAML, _paths, _traced_reads, expand_stages
 

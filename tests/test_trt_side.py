@@ -152,6 +152,34 @@ def test_parse_layers_reads_precision_from_output_format() -> None:
     assert rows[0]["type"] == "CaskConvolution" and rows[0]["tactic"] == "sm90_xmma"
 
 
+def test_parse_layers_maps_abbreviated_types_and_quantized_inputs() -> None:
+    """Without an execution context the inspector abbreviates types ("Float", "Half", "Int8");
+    a quantized conv reads INT8 (inputs or weights) but may write FP16, and counts as INT8."""
+    def fmt(*types: str) -> list[dict[str, str]]:
+        return [{"Format/Datatype": t} for t in types]
+
+    info = {"Layers": [
+        {"Name": "conv1 + relu", "LayerType": "CaskConvolution", "Inputs": fmt("Int8"),
+         "Outputs": fmt("Half")},
+        {"Name": "conv2 + add", "LayerType": "CaskConvolution", "Inputs": fmt("Int8", "Int8"),
+         "Outputs": fmt("Float")},
+        {"Name": "conv3", "LayerType": "CaskConvolution", "Weights": {"Type": "Int8", "Count": 9},
+         "Inputs": fmt("Half"), "Outputs": fmt("Half")},
+        {"Name": "add (mixed)", "LayerType": "ElementWise", "Inputs": fmt("Int8", "Half"),
+         "Outputs": fmt("Half")},
+        {"Name": "fc", "LayerType": "CaskGemm", "Weights": {"Type": "Half", "Count": 5120},
+         "Inputs": fmt("Half"), "Outputs": fmt("Half")},
+        {"Name": "out", "LayerType": "Reformat", "Inputs": fmt("Half"), "Outputs": fmt("Float")},
+    ]}
+    rows = inspect.parse_layers(info)
+    assert [(r["name"], r["precision"]) for r in rows] == [
+        ("conv1 + relu", "INT8"), ("conv2 + add", "INT8"), ("conv3", "INT8"),
+        ("add (mixed)", "FP16"), ("fc", "FP16"), ("out", "FP32"),
+    ]
+    abbreviated = [inspect.precision_of(t) for t in ("Float", "Half", "Int8", "")]
+    assert abbreviated == ["FP32", "FP16", "INT8", "unknown"]
+
+
 def test_fingerprint_mismatch_names_both_sides_and_the_fix() -> None:
     built = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt": "8.6.0", "driver": "13.0"}
     fingerprint.check_compatible("e.engine", built, dict(built, driver="13.1"))  # driver alone: fine
