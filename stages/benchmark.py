@@ -65,10 +65,18 @@ def bench_runner(runner: Runner, backend: str, p: Params) -> list[dict[str, Any]
                 op.close()
         if gpu:
             rows.append(time_case(runner.end_to_end_op(b), p, b, "end_to_end"))
-        log.info("%s %s batch %d: %s", backend, runner.precision, b,
-                 ", ".join(f"{r['mode']}{'+graph' if r['cuda_graph'] else ''} "
-                           f"p50 {r['latency_ms_p50']:.3f} ms / {r['throughput_ips']:.0f} img/s"
-                           for r in rows if r["batch_size"] == b))
+        log.info(
+            "%s %s batch %d: %s",
+            backend,
+            runner.precision,
+            b,
+            ", ".join(
+                f"{r['mode']}{'+graph' if r['cuda_graph'] else ''} "
+                f"p50 {r['latency_ms_p50']:.3f} ms / {r['throughput_ips']:.0f} img/s"
+                for r in rows
+                if r["batch_size"] == b
+            ),
+        )
     pipe = runner.pipelined_op(max(sizes), p.bench.streams) if gpu else None
     if pipe is not None:
         b = max(sizes)
@@ -77,10 +85,17 @@ def bench_runner(runner: Runner, backend: str, p: Params) -> list[dict[str, Any]
             span = measure_span(pipe, p.bench.warmup, iters)
         finally:
             pipe.close()
-        rows.append({"batch_size": b, "mode": "pipelined", "cuda_graph": False,
-                     "throughput_ips": round(b * iters / (span / 1000.0), 1), "iterations": iters,
-                     "clock": "host perf_counter over the whole run, synchronised at the end",
-                     "timed": pipe.timed})
+        rows.append(
+            {
+                "batch_size": b,
+                "mode": "pipelined",
+                "cuda_graph": False,
+                "throughput_ips": round(b * iters / (span / 1000.0), 1),
+                "iterations": iters,
+                "clock": "host perf_counter over the whole run, synchronised at the end",
+                "timed": pipe.timed,
+            }
+        )
     return rows
 
 
@@ -103,8 +118,11 @@ def child(args: argparse.Namespace) -> None:
             if p.bench.layer_profile and hasattr(runner, "layer_profile"):
                 b = max(batch_sizes(args.backend, p))
                 layers = runner.layer_profile(b, LAYER_PROFILE_ITERATIONS)
-                record["layer_profile"] = {"batch_size": b, "layers": layers[:TOP_LAYERS],
-                                           "total_ms": round(sum(r["ms_mean"] for r in layers), 4)}
+                record["layer_profile"] = {
+                    "batch_size": b,
+                    "layers": layers[:TOP_LAYERS],
+                    "total_ms": round(sum(r["ms_mean"] for r in layers), 4),
+                }
     except PipelineError as exc:
         record = {"status": "failed", "reason": str(exc)}
     write_json(args.part, record)
@@ -128,9 +146,18 @@ def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def parent(args: argparse.Namespace) -> None:
     p = load_params(args.params)
-    passthrough = ["--params", args.params, "--precision", args.precision,
-                   "--checkpoint", str(args.checkpoint), "--onnx", str(args.onnx),
-                   "--engine-dir", str(args.engine_dir)]
+    passthrough = [
+        "--params",
+        args.params,
+        "--precision",
+        args.precision,
+        "--checkpoint",
+        str(args.checkpoint),
+        "--onnx",
+        str(args.onnx),
+        "--engine-dir",
+        str(args.engine_dir),
+    ]
     results = per_backend("stages.benchmark", p.backends, passthrough)
     summary: dict[str, Any] = {"precision": args.precision, "profile": p.profile}
     records: list[dict[str, Any]] = []

@@ -30,8 +30,7 @@ TIMING_CACHE = "timing.cache"
 def run(args: argparse.Namespace) -> None:
     python = trt_python()
     if python:
-        run_module("stages.build", sys.argv[1:] if args.argv is None else args.argv,
-                   python=python, kind="trt")
+        run_module("stages.build", sys.argv[1:] if args.argv is None else args.argv, python=python, kind="trt")
         return
     p = load_params(args.params)
     out: Path = args.out_dir
@@ -40,8 +39,7 @@ def run(args: argparse.Namespace) -> None:
         (out / stale).unlink(missing_ok=True)
     fp = read_json(args.fingerprint)
     if not fp.get("available"):
-        record = {"status": "skipped", "precision": args.precision, "reason": fp.get("reason"),
-                  "fingerprint": fp}
+        record = {"status": "skipped", "precision": args.precision, "reason": fp.get("reason"), "fingerprint": fp}
         write_json(out / BUILD_FILE, record)
         write_json(args.report, record)
         log.warning("TensorRT %s engine skipped: %s", args.precision, fp.get("reason"))
@@ -58,8 +56,10 @@ def run(args: argparse.Namespace) -> None:
         from .lib.trt.calibrator import make_entropy_calibrator
 
         split = data.load_split(args.calib)
-        batches = [data.preprocess(split.images[i:i + 32], p.data.mean, p.data.std, p.model.image_size)
-                   for i in range(0, len(split) - 31, 32)]
+        batches = [
+            data.preprocess(split.images[i : i + 32], p.data.mean, p.data.std, p.model.image_size)
+            for i in range(0, len(split) - 31, 32)
+        ]
         calibrator = make_entropy_calibrator(trt, batches, out / "calibration.cache")
 
     from .lib.trt.builder import build_engine
@@ -73,9 +73,15 @@ def run(args: argparse.Namespace) -> None:
     write_json(out / "inspector.json", result.inspector)
     write_json(out / BUILD_FILE, result.report)
     write_json(args.report, {k: v for k, v in result.report.items() if k != "fingerprint"})
-    log.info("built %s engine for %s in %.1f s: %.1f MB, %d layers %s",
-             args.precision, describe(fp), result.report["build_s"], result.report["engine_mb"],
-             result.report["layer_count"], result.report["layer_precisions"])
+    log.info(
+        "built %s engine for %s in %.1f s: %.1f MB, %d layers %s",
+        args.precision,
+        describe(fp),
+        result.report["build_s"],
+        result.report["engine_mb"],
+        result.report["layer_count"],
+        result.report["layer_precisions"],
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -92,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fingerprint", type=Path, required=True)
     ap.add_argument("--out-dir", type=Path, required=True)
     ap.add_argument("--report", type=Path, required=True)
-    ap.add_argument("--implicit-calibration", action="store_true",
-                    help="INT8 via TensorRT's entropy calibrator (<= 10.x) from --onnx (fp32) "
-                         "and --calib, instead of a Q/DQ model")
+    ap.add_argument(
+        "--implicit-calibration",
+        action="store_true",
+        help="INT8 via TensorRT's entropy calibrator (<= 10.x) from --onnx (fp32) and --calib, instead of a Q/DQ model",
+    )
     ap.add_argument("--calib", type=Path, default=Path("data/prepared/calib.npz"))
     args = ap.parse_args(argv)
     args.argv = argv

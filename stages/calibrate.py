@@ -2,9 +2,9 @@
 
 Ranges come from ONNX Runtime's calibrators (entropy, minmax or percentile) over the
 calibration subset of the *training* split. Q/DQ nodes follow TensorRT's placement advice:
-symmetric INT8, per-channel weights, float bias, Q/DQ on the inputs of Conv (which also
-quantizes each residual block's skip input, the pattern TensorRT fuses into conv+add) and,
-optionally, on Add.
+symmetric INT8, per-channel weights, float bias, Q/DQ on the inputs of Conv and on every
+residual block's skip input (the pattern TensorRT fuses into conv + add + ReLU), or, with
+``quantize_residual_add``, on all Add inputs and outputs (ORT's own placement).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .lib import data
 from .lib.cli import run_main
 from .lib.errors import OnnxModelError
 from .lib.io import atomic_path, write_json
+from .lib.onnxgraph import insert_qdq, topological_sort
 from .lib.params import CalibrateParams, Params, load_params
 from .lib.progress import progress
 
@@ -53,17 +54,21 @@ class _Reader:
 
 def calibration_batches(p: Params, calib: data.Split) -> list[np.ndarray]:
     n = min(p.calibrate.num_images, len(calib))
-    return [data.preprocess(calib.images[i:i + BATCH], p.data.mean, p.data.std, p.model.image_size)
-            for i in range(0, n, BATCH)]
+    return [
+        data.preprocess(calib.images[i : i + BATCH], p.data.mean, p.data.std, p.model.image_size)
+        for i in range(0, n, BATCH)
+    ]
 
 
-def compute_ranges(onnx_path: Path, batches: list[np.ndarray], c: CalibrateParams,
-                   providers: list[str]) -> Any:
+def compute_ranges(onnx_path: Path, batches: list[np.ndarray], c: CalibrateParams, providers: list[str]) -> Any:
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
 
-    method = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
-              "percentile": CalibrationMethod.Percentile}[c.method]
+    method = {
+        "entropy": CalibrationMethod.Entropy,
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+    }[c.method]
     extra: dict[str, Any] = {"symmetric": True}
     if c.method == "entropy":  # TensorRT's entropy calibration: 2048 bins folded to 128 levels
         extra.update(num_bins=2048, num_quantized_bins=128)
@@ -71,14 +76,18 @@ def compute_ranges(onnx_path: Path, batches: list[np.ndarray], c: CalibrateParam
         extra["percentile"] = c.percentile
     input_name = load_onnx(onnx_path).graph.input[0].name
     with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
-        calibrator = create_calibrator(Path(onnx_path), None,
-                                       augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=method, providers=providers,
-                                       extra_options=extra)
+        calibrator = create_calibrator(
+            Path(onnx_path),
+            None,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=method,
+            providers=providers,
+            extra_options=extra,
+        )
         # Every collect_data call reduces what it saw (min/max or histograms) and frees the
         # activations, so feeding a few batches at a time bounds host memory; ORT's own
         # max_intermediate_outputs drops batches (microsoft/onnxruntime#18893).
-        chunks = [batches[i:i + CHUNK] for i in range(0, len(batches), CHUNK)]
+        chunks = [batches[i : i + CHUNK] for i in range(0, len(batches), CHUNK)]
         for chunk in progress(chunks, total=len(chunks), desc=f"calibrate ({c.method})"):
             calibrator.collect_data(_Reader(input_name, chunk))
         return calibrator.compute_data()
@@ -103,8 +112,13 @@ def ranges_to_json(tensors: Any, c: CalibrateParams, n_images: int) -> dict[str,
     for name, td in sorted(tensors.data.items()):
         lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in td.range_value)
         out[name] = {"min": lo, "max": hi, "amax": max(abs(lo), abs(hi))}
-    return {"method": c.method, "percentile": c.percentile if c.method == "percentile" else None,
-            "images": n_images, "symmetric": True, "tensors": out}
+    return {
+        "method": c.method,
+        "percentile": c.percentile if c.method == "percentile" else None,
+        "images": n_images,
+        "symmetric": True,
+        "tensors": out,
+    }
 
 
 def quantize(onnx_path: Path, tensors: Any, c: CalibrateParams, dest: Path) -> dict[str, int]:
@@ -117,27 +131,59 @@ def quantize(onnx_path: Path, tensors: Any, c: CalibrateParams, dest: Path) -> d
     # differ across TensorRT versions.
     op_types = ["Conv"] + (["Add"] if c.quantize_residual_add else [])
     extra = {
-        "ActivationSymmetric": True,        # TensorRT requires zero-point 0
+        "ActivationSymmetric": True,  # TensorRT requires zero-point 0
         "WeightSymmetric": True,
-        "QuantizeBias": False,              # TensorRT fuses float bias into the conv
-        "AddQDQPairToWeight": True,         # float weights + Q/DQ: parsed by 8.6 and 10.x alike
+        "QuantizeBias": False,  # TensorRT fuses float bias into the conv
+        "AddQDQPairToWeight": True,  # float weights + Q/DQ: parsed by 8.6 and 10.x alike
         "QDQKeepRemovableActivations": True,
         "OpTypesToExcludeOutputQuantization": ["Conv"],
     }
-    quantizer = QDQQuantizer(model, c.per_channel, False, QuantType.QInt8, QuantType.QInt8,
-                             tensors, None, None, op_types, extra)
+    quantizer = QDQQuantizer(
+        model, c.per_channel, False, QuantType.QInt8, QuantType.QInt8, tensors, None, None, op_types, extra
+    )
     quantizer.quantize_model()
+    skip = 0 if c.quantize_residual_add else quantize_skip_inputs(quantizer.model.model, tensors)
     with atomic_path(dest) as tmp:
         quantizer.model.save_model_to_file(str(tmp), False)
         try:
             onnx.checker.check_model(str(tmp))
         except onnx.checker.ValidationError as exc:
             raise OnnxModelError(f"{dest}: the Q/DQ model fails onnx.checker ({exc})") from exc
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = {"skip_qdq_pairs": skip}
     for node in onnx.load(str(dest)).graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
+
+
+def quantize_skip_inputs(model: Any, tensors: Any) -> int:
+    """Q/DQ on the skip input of residual Adds that ORT left in float.
+
+    TensorRT fuses conv + add (+ ReLU) in INT8 when the add's other input is quantized. In
+    identity blocks the skip tensor also feeds a Conv, so it already has Q/DQ; in downsample
+    blocks the skip is the output of the 1x1 downsample Conv, which feeds only the Add. That
+    Conv is recognised by its input being shared with the block's first Conv.
+    """
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    added = 0
+    for add in [n for n in graph.node if n.op_type == "Add"]:
+        for tensor in list(add.input):
+            conv = producer.get(tensor)
+            if conv is None or conv.op_type != "Conv" or consumers.get(conv.input[0], 0) < 2:
+                continue
+            if tensor not in tensors.data:
+                log.warning("no calibrated range for %s: its skip connection stays in float", tensor)
+                continue
+            lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in tensors.data[tensor].range_value)
+            insert_qdq(graph, tensor, max(abs(lo), abs(hi)), add)
+            added += 1
+    topological_sort(graph)
+    return added
 
 
 def run(args: argparse.Namespace) -> None:
@@ -157,17 +203,31 @@ def run(args: argparse.Namespace) -> None:
     calib_s = time.perf_counter() - t0
     write_json(args.ranges, ranges_to_json(tensors, p.calibrate, n_images))
     counts = quantize(args.onnx, tensors, p.calibrate, args.out)
-    write_json(args.report, {
-        "method": p.calibrate.method, "images": n_images, "from_split": "train",
-        "per_channel": p.calibrate.per_channel,
-        "quantize_residual_add": p.calibrate.quantize_residual_add,
-        "tensors_calibrated": len(tensors.data), "calibrate_s": round(calib_s, 2),
-        "quantize_linear_nodes": counts.get("QuantizeLinear", 0),
-        "dequantize_linear_nodes": counts.get("DequantizeLinear", 0),
-        "provider": providers[0], "tool": f"onnxruntime {ort.__version__} quantization",
-    })
-    log.info("calibrated %d tensors on %d images (%s) in %.1f s -> %s",
-             len(tensors.data), n_images, p.calibrate.method, calib_s, args.out)
+    write_json(
+        args.report,
+        {
+            "method": p.calibrate.method,
+            "images": n_images,
+            "from_split": "train",
+            "per_channel": p.calibrate.per_channel,
+            "quantize_residual_add": p.calibrate.quantize_residual_add,
+            "tensors_calibrated": len(tensors.data),
+            "calibrate_s": round(calib_s, 2),
+            "quantize_linear_nodes": counts.get("QuantizeLinear", 0),
+            "skip_qdq_pairs_added": counts["skip_qdq_pairs"],
+            "dequantize_linear_nodes": counts.get("DequantizeLinear", 0),
+            "provider": providers[0],
+            "tool": f"onnxruntime {ort.__version__} quantization",
+        },
+    )
+    log.info(
+        "calibrated %d tensors on %d images (%s) in %.1f s -> %s",
+        len(tensors.data),
+        n_images,
+        p.calibrate.method,
+        calib_s,
+        args.out,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

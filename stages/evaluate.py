@@ -31,8 +31,15 @@ EVAL_BATCH = 256
 NOT_EVALUATED = {"torch_compile": "same weights and arithmetic as pytorch eager; benchmarked only"}
 
 
-def evaluate_backend(backend: str, p: Params, artifacts: Artifacts, precision: str,
-                     test: data.Split, reference: np.ndarray, num_classes: int) -> dict[str, Any]:
+def evaluate_backend(
+    backend: str,
+    p: Params,
+    artifacts: Artifacts,
+    precision: str,
+    test: data.Split,
+    reference: np.ndarray,
+    num_classes: int,
+) -> dict[str, Any]:
     if backend in NOT_EVALUATED:
         return {"status": "not_evaluated", "reason": NOT_EVALUATED[backend]}
     try:
@@ -78,8 +85,7 @@ def child(args: argparse.Namespace) -> None:
     reference = np.load(args.reference) if args.reference.is_file() else np.zeros((0, 0))
     artifacts = Artifacts(args.checkpoint, args.onnx, args.engine_dir)
     try:
-        record = evaluate_backend(args.backend, p, artifacts, args.precision, test, reference,
-                                  len(meta["classes"]))
+        record = evaluate_backend(args.backend, p, artifacts, args.precision, test, reference, len(meta["classes"]))
     except PipelineError as exc:
         record = {"status": "failed", "reason": str(exc)}
     write_json(args.part, record)
@@ -88,9 +94,22 @@ def child(args: argparse.Namespace) -> None:
 def parent(args: argparse.Namespace) -> None:
     p = load_params(args.params)
     meta = read_json(args.test.parent / "meta.json")
-    passthrough = ["--params", args.params, "--precision", args.precision, "--test", str(args.test),
-                   "--reference", str(args.reference), "--checkpoint", str(args.checkpoint),
-                   "--onnx", str(args.onnx), "--engine-dir", str(args.engine_dir)]
+    passthrough = [
+        "--params",
+        args.params,
+        "--precision",
+        args.precision,
+        "--test",
+        str(args.test),
+        "--reference",
+        str(args.reference),
+        "--checkpoint",
+        str(args.checkpoint),
+        "--onnx",
+        str(args.onnx),
+        "--engine-dir",
+        str(args.engine_dir),
+    ]
     results = per_backend("stages.evaluate", p.backends, passthrough)
     summary: dict[str, Any] = {"precision": args.precision, "synthetic_data": bool(meta["synthetic"])}
     detail: dict[str, Any] = {"precision": args.precision, "classes": meta["classes"]}
@@ -98,8 +117,13 @@ def parent(args: argparse.Namespace) -> None:
         detail[backend] = {k: rec.pop(k) for k in ("per_class_top1", "confusion", "runtime") if k in rec}
         summary[backend] = rec
         if rec.get("status") == "ok":
-            log.info("%s %s: top-1 %.2f%%, agreement with ORT FP32 %.4f", backend, args.precision,
-                     rec["top1"], rec["top1_agreement_vs_ort_fp32"])
+            log.info(
+                "%s %s: top-1 %.2f%%, agreement with ORT FP32 %.4f",
+                backend,
+                args.precision,
+                rec["top1"],
+                rec["top1_agreement_vs_ort_fp32"],
+            )
     write_json(args.detail, detail)
     write_json(args.out, summary)
 

@@ -23,6 +23,7 @@ from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, OnnxModelError, ParityError
 from .lib.io import atomic_path, write_json
 from .lib.models import load_checkpoint
+from .lib.onnxgraph import topological_sort
 from .lib.params import Params, load_params
 from .lib.progress import progress
 from .lib.runners.ort_runner import OrtRunner
@@ -45,17 +46,31 @@ def export_fp32(model: torch.nn.Module, image_size: int, opset: int, exporter: s
     with atomic_path(dest) as tmp:
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=4096)
-            program = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset,
-                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                        dynamic_shapes={"x": {0: batch}}, verbose=False)
+            program = torch.onnx.export(
+                model,
+                (x,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"x": {0: batch}},
+                verbose=False,
+            )
             program.save(str(tmp))
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=opset,
-                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                                  do_constant_folding=True)
+                torch.onnx.export(
+                    model,
+                    (x,),
+                    str(tmp),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    do_constant_folding=True,
+                )
         check_onnx(tmp, name=str(dest))
 
 
@@ -65,25 +80,10 @@ def export_fp16(src: Path, dest: Path) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model16 = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-    _topological_sort(model16.graph)  # the converter appends its input casts at the end
+    topological_sort(model16.graph)  # the converter appends its input casts at the end
     with atomic_path(dest) as tmp:
         onnx.save(model16, str(tmp))
         check_onnx(tmp, name=str(dest))
-
-
-def _topological_sort(graph: Any) -> None:
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(i in available for i in n.input)]
-        if not ready:
-            raise OnnxModelError("FP16 conversion produced a graph with a cycle or a dangling input")
-        for n in ready:
-            ordered.append(n)
-            available.update(n.output)
-        pending = [n for n in pending if all(n is not r for r in ready)]
-    del graph.node[:]
-    graph.node.extend(ordered)
 
 
 def check_onnx(path: Path, name: str | None = None) -> None:
@@ -91,13 +91,13 @@ def check_onnx(path: Path, name: str | None = None) -> None:
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
-    except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.shape_inference.InferenceError,
-            OSError) as exc:
+    except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.shape_inference.InferenceError, OSError) as exc:
         raise OnnxModelError(f"{name or path}: fails onnx.checker ({str(exc).splitlines()[0]})") from exc
 
 
-def compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, what: str,
-            strict: bool = True) -> dict[str, Any]:
+def compare(
+    ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, what: str, strict: bool = True
+) -> dict[str, Any]:
     """Per-image check |got - ref| <= atol + rtol*|ref|; raise ParityError listing failures
     (or, with ``strict=False``, count them in the result)."""
     diff = np.abs(got - ref)
@@ -109,8 +109,12 @@ def compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float, what: st
     ]
     if mismatches and strict:
         raise ParityError(f"{what} (atol={atol}, rtol={rtol})", mismatches)
-    return {"max_abs_diff": float(diff.max()), "top1_agreement": agree, "images": len(ref),
-            "images_beyond_tolerance": len(mismatches)}
+    return {
+        "max_abs_diff": float(diff.max()),
+        "top1_agreement": agree,
+        "images": len(ref),
+        "images_beyond_tolerance": len(mismatches),
+    }
 
 
 def ort_runner(p: Params, precision: str, path: Path, device: str) -> OrtRunner:
@@ -147,16 +151,25 @@ def run(args: argparse.Namespace) -> None:
     n = min(p.export.parity_images, len(test))
     x_all = data.preprocess(test.images[:n], p.data.mean, p.data.std, p.model.image_size)
     with torch.no_grad():
-        torch_logits = np.concatenate([model(torch.from_numpy(x_all[i:i + 64])).numpy()
-                                       for i in range(0, n, 64)])
+        torch_logits = np.concatenate([model(torch.from_numpy(x_all[i : i + 64])).numpy() for i in range(0, n, 64)])
     device = ort_device(p)
-    report: dict[str, Any] = {"opset": p.export.opset, "exporter": p.export.exporter, "export_s": round(export_s, 2),
-                              "fp32_onnx_mb": round(fp32.stat().st_size / 2**20, 2),
-                              "fp16_onnx_mb": round(fp16.stat().st_size / 2**20, 2),
-                              "ort_provider": device, "synthetic_data": bool(meta["synthetic"])}
+    report: dict[str, Any] = {
+        "opset": p.export.opset,
+        "exporter": p.export.exporter,
+        "export_s": round(export_s, 2),
+        "fp32_onnx_mb": round(fp32.stat().st_size / 2**20, 2),
+        "fp16_onnx_mb": round(fp16.stat().st_size / 2**20, 2),
+        "ort_provider": device,
+        "synthetic_data": bool(meta["synthetic"]),
+    }
     with ort_runner(p, "fp32", fp32, device) as ort32:
-        parity = compare(torch_logits, logits_of(ort32, test, p, n, "parity fp32"),
-                         p.export.atol, p.export.rtol, f"ONNX Runtime FP32 vs PyTorch on {fp32}")
+        parity = compare(
+            torch_logits,
+            logits_of(ort32, test, p, n, "parity fp32"),
+            p.export.atol,
+            p.export.rtol,
+            f"ONNX Runtime FP32 vs PyTorch on {fp32}",
+        )
         report["fp32_parity"] = parity
         n_ref = min(p.export.reference_images, len(test))
         reference = logits_of(ort32, test, p, n_ref, "reference logits")
@@ -169,19 +182,25 @@ def run(args: argparse.Namespace) -> None:
         with ort_runner(p, "fp16", fp16, device) as ort16:
             # FP16 rounding is expected: recorded (and warned about), not fatal.
             report["fp16_parity"] = compare(
-                torch_logits, logits_of(ort16, test, p, n, "parity fp16"),
-                p.export.fp16_atol, p.export.fp16_rtol, f"ONNX Runtime FP16 vs PyTorch on {fp16}",
-                strict=False)
+                torch_logits,
+                logits_of(ort16, test, p, n, "parity fp16"),
+                p.export.fp16_atol,
+                p.export.fp16_rtol,
+                f"ONNX Runtime FP16 vs PyTorch on {fp16}",
+                strict=False,
+            )
             if report["fp16_parity"]["images_beyond_tolerance"]:
-                log.warning("FP16 ONNX: %d of %d images beyond fp16 tolerance (max |diff| %.3g)",
-                            report["fp16_parity"]["images_beyond_tolerance"], n,
-                            report["fp16_parity"]["max_abs_diff"])
+                log.warning(
+                    "FP16 ONNX: %d of %d images beyond fp16 tolerance (max |diff| %.3g)",
+                    report["fp16_parity"]["images_beyond_tolerance"],
+                    n,
+                    report["fp16_parity"]["max_abs_diff"],
+                )
     except BackendUnavailable as exc:
         report["fp16_parity"] = {"status": "skipped", "reason": str(exc)}
         log.warning("FP16 parity skipped: %s", exc)
     write_json(args.report, report)
-    log.info("exported %s and %s; FP32 parity max |diff| %.2e over %d images",
-             fp32, fp16, parity["max_abs_diff"], n)
+    log.info("exported %s and %s; FP32 parity max |diff| %.2e over %d images", fp32, fp16, parity["max_abs_diff"], n)
 
 
 def main(argv: list[str] | None = None) -> int:

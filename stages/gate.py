@@ -24,14 +24,21 @@ def run(args: argparse.Namespace) -> None:
     evals = {prec: read_json(args.model_dir / "eval" / f"{prec}.json") for prec in p.precisions}
     checks = gate_checks(evals, p.quality)
     failed = [c for c in checks if not c["passed"]]
-    write_json(args.out, {"passed": not failed, "checks": len(checks), "failed": len(failed),
-                          "max_top1_drop": p.quality.max_top1_drop,
-                          "failures": [f"{c['backend']} {c['precision']}: {c['detail']}" for c in failed]})
+    write_json(
+        args.out,
+        {
+            "passed": not failed,
+            "checks": len(checks),
+            "failed": len(failed),
+            "max_top1_drop": p.quality.max_top1_drop,
+            "failures": [f"{c['backend']} {c['precision']}: {c['detail']}" for c in failed],
+        },
+    )
     if failed:
         raise QualityGateError(
-            "; ".join(f"{c['backend']} {c['precision']} fails '{c['rule']}' ({c['detail']})"
-                      for c in failed)
-            + f" (see {args.model_dir / 'summary.md'})")
+            "; ".join(f"{c['backend']} {c['precision']} fails '{c['rule']}' ({c['detail']})" for c in failed)
+            + f" (see {args.model_dir / 'summary.md'})"
+        )
     log.info("quality gate passed: %d checks", len(checks))
 
 

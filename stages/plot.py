@@ -18,8 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .lib.cli import run_main  # noqa: E402
 from .lib.io import atomic_path  # noqa: E402
 
-BACKEND_COLORS = {"pytorch": "#1f77b4", "torch_compile": "#17becf", "onnxruntime": "#2ca02c",
-                  "tensorrt": "#d62728"}
+BACKEND_COLORS = {"pytorch": "#1f77b4", "torch_compile": "#17becf", "onnxruntime": "#2ca02c", "tensorrt": "#d62728"}
 PRECISION_STYLE = {"fp32": "-", "fp16": "--", "int8": ":"}
 PRECISION_MARKER = {"fp32": "o", "fp16": "s", "int8": "^"}
 
@@ -50,8 +49,9 @@ def _label(backend: str, precision: str) -> str:
 def accuracy(evals: dict[str, dict[str, Any]], dest: Path, subtitle: str) -> None:
     """Grouped bars: top-1 per backend, grouped by precision."""
     precisions = list(evals)
-    backends = sorted({b for e in evals.values() for b, r in e.items()
-                       if isinstance(r, dict) and r.get("status") == "ok"})
+    backends = sorted(
+        {b for e in evals.values() for b, r in e.items() if isinstance(r, dict) and r.get("status") == "ok"}
+    )
     fig, ax = plt.subplots(figsize=(8, 4.5))
     width = 0.8 / max(1, len(backends))
     lows = []
@@ -90,14 +90,21 @@ def _series(records: list[dict[str, Any]], mode: str) -> dict[tuple[str, str], l
     return out
 
 
-def by_batch(records: list[dict[str, Any]], metric: str, ylabel: str, title: str,
-             dest: Path, mode: str = "compute") -> None:
+def by_batch(
+    records: list[dict[str, Any]], metric: str, ylabel: str, title: str, dest: Path, mode: str = "compute"
+) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     for (backend, prec), rows in _series(records, mode).items():
         xs = [int(r["batch_size"]) for r in rows]
         ys = [float(r[metric]) for r in rows]
-        ax.plot(xs, ys, PRECISION_STYLE.get(prec, "-"), marker=PRECISION_MARKER.get(prec, "o"),
-                color=BACKEND_COLORS.get(backend), label=_label(backend, prec))
+        ax.plot(
+            xs,
+            ys,
+            PRECISION_STYLE.get(prec, "-"),
+            marker=PRECISION_MARKER.get(prec, "o"),
+            color=BACKEND_COLORS.get(backend),
+            label=_label(backend, prec),
+        )
     _batch_axis(ax, records)
     ax.set_yscale("log")
     ax.set_ylabel(ylabel)
@@ -113,11 +120,19 @@ def speedup(records: list[dict[str, Any]], dest: Path, title: str) -> None:
     base = {int(r["batch_size"]): float(r["throughput_ips"]) for r in series.get(("pytorch", "fp32"), [])}
     fig, ax = plt.subplots(figsize=(8, 5))
     for (backend, prec), rows in series.items():
-        pts = [(int(r["batch_size"]), float(r["throughput_ips"]) / base[int(r["batch_size"])])
-               for r in rows if int(r["batch_size"]) in base]
+        pts = [
+            (int(r["batch_size"]), float(r["throughput_ips"]) / base[int(r["batch_size"])])
+            for r in rows
+            if int(r["batch_size"]) in base
+        ]
         if pts:
-            ax.plot(*zip(*pts), PRECISION_STYLE.get(prec, "-"), marker=PRECISION_MARKER.get(prec, "o"),
-                    color=BACKEND_COLORS.get(backend), label=_label(backend, prec))
+            ax.plot(
+                *zip(*pts, strict=True),
+                PRECISION_STYLE.get(prec, "-"),
+                marker=PRECISION_MARKER.get(prec, "o"),
+                color=BACKEND_COLORS.get(backend),
+                label=_label(backend, prec),
+            )
     ax.axhline(1.0, color="grey", lw=0.8)
     _batch_axis(ax, records)
     ax.set_ylabel("throughput / PyTorch FP32 throughput (x)")
@@ -137,7 +152,7 @@ def training(history: list[dict[str, Any]], dest: Path, subtitle: str) -> None:
     ax2.plot(epochs, [float(r["train_top1"]) for r in history], color="#ff7f0e", label="train top-1")
     test = [(int(r["epoch"]), float(r["test_top1"])) for r in history if r.get("test_top1") not in ("", None)]
     if test:
-        ax2.plot(*zip(*test), "o-", color="#2ca02c", label="test top-1")
+        ax2.plot(*zip(*test, strict=True), "o-", color="#2ca02c", label="test top-1")
     ax2.set_ylabel("top-1 (%)")
     ax1.set_title(f"Training\n{subtitle}", fontsize=10)
     ax1.grid(alpha=0.3)

@@ -28,19 +28,27 @@ def prepare(params_path: str, out: Path) -> None:
         data.save_split(tmp / "train.npz", ds.train)
         data.save_split(tmp / "test.npz", ds.test)
         data.save_split(tmp / "calib.npz", calib)
-        write_json(tmp / "meta.json", {
-            "dataset": p.data.name,
-            "source": ds.source,
-            "synthetic": ds.synthetic,
-            "classes": list(ds.classes),
-            "train_images": len(ds.train),
-            "test_images": len(ds.test),
-            "calib_images": len(calib),
-            "calib_drawn_from": "train split",
-            "image_shape": list(ds.train.images.shape[1:]),
-        })
-    log.info("prepared %d train / %d test / %d calibration images from %s",
-             len(ds.train), len(ds.test), len(calib), ds.source)
+        write_json(
+            tmp / "meta.json",
+            {
+                "dataset": p.data.name,
+                "source": ds.source,
+                "synthetic": ds.synthetic,
+                "classes": list(ds.classes),
+                "train_images": len(ds.train),
+                "test_images": len(ds.test),
+                "calib_images": len(calib),
+                "calib_drawn_from": "train split",
+                "image_shape": list(ds.train.images.shape[1:]),
+            },
+        )
+    log.info(
+        "prepared %d train / %d test / %d calibration images from %s",
+        len(ds.train),
+        len(ds.test),
+        len(calib),
+        ds.source,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,8 +50,7 @@ def _maybe(path: Path) -> Any:
     return read_json(path) if path.is_file() else {}
 
 
-def collect(params_path: str, d: Path, fingerprint: Path | None = None,
-            data_meta: Path | None = None) -> Collected:
+def collect(params_path: str, d: Path, fingerprint: Path | None = None, data_meta: Path | None = None) -> Collected:
     p = load_params(params_path)
     precs = p.precisions
     records = [r for prec in precs for r in _read_csv(d / "bench" / f"{prec}.csv")]
@@ -60,10 +59,13 @@ def collect(params_path: str, d: Path, fingerprint: Path | None = None,
             if r.get(k):
                 r[k] = int(float(r[k]))
     return Collected(
-        p=p, meta=_maybe(data_meta) if data_meta else {},
+        p=p,
+        meta=_maybe(data_meta) if data_meta else {},
         fingerprint=_maybe(fingerprint) if fingerprint else {},
-        train=_maybe(d / "train.json"), history=_read_csv(d / "train_history.csv"),
-        export=_maybe(d / "export.json"), calibrate=_maybe(d / "calibrate.json"),
+        train=_maybe(d / "train.json"),
+        history=_read_csv(d / "train_history.csv"),
+        export=_maybe(d / "export.json"),
+        calibrate=_maybe(d / "calibrate.json"),
         builds={prec: _maybe(d / "build" / f"{prec}.json") for prec in precs},
         evals={prec: _maybe(d / "eval" / f"{prec}.json") for prec in precs},
         benches={prec: _maybe(d / "bench" / f"{prec}.json") for prec in precs},
@@ -84,33 +86,44 @@ def write_plots(c: Collected, out: Path) -> None:
     sub = _where(c) + (" - SYNTHETIC DATA" if c.meta.get("synthetic") else "")
     plot.accuracy(c.evals, out / "accuracy.png", sub)
     if c.records:
-        plot.by_batch(c.records, "latency_ms_p50", "p50 latency per batch (ms)",
-                      f"Latency, GPU compute (device-resident I/O)\n{sub}"
-                      if c.p.device == "cuda" else f"Latency (CPU)\n{sub}", out / "latency.png")
-        plot.by_batch(c.records, "throughput_ips", "images / s",
-                      f"Throughput, compute\n{sub}", out / "throughput.png")
+        plot.by_batch(
+            c.records,
+            "latency_ms_p50",
+            "p50 latency per batch (ms)",
+            f"Latency, GPU compute (device-resident I/O)\n{sub}" if c.p.device == "cuda" else f"Latency (CPU)\n{sub}",
+            out / "latency.png",
+        )
+        plot.by_batch(c.records, "throughput_ips", "images / s", f"Throughput, compute\n{sub}", out / "throughput.png")
         if c.p.device == "cuda":
-            plot.by_batch(c.records, "throughput_ips", "images / s",
-                          f"Throughput, end to end (host -> device -> host)\n{sub}",
-                          out / "throughput_end_to_end.png", mode="end_to_end")
+            plot.by_batch(
+                c.records,
+                "throughput_ips",
+                "images / s",
+                f"Throughput, end to end (host -> device -> host)\n{sub}",
+                out / "throughput_end_to_end.png",
+                mode="end_to_end",
+            )
         plot.speedup(c.records, out / "speedup.png", f"Speedup over PyTorch FP32 (compute)\n{sub}")
     if c.history:
         plot.training(c.history, out / "training.png", sub)
 
 
 def _status_lines(c: Collected) -> list[str]:
-    lines = []
+    """What did not run, grouped by reason: '- build/evaluate/benchmark X: status: reason'."""
+    grouped: dict[tuple[str, str], list[str]] = {}
     for what, table in (("evaluate", c.evals), ("benchmark", c.benches)):
         for prec, by_backend in table.items():
             if not by_backend:
-                lines.append(f"- {what} {prec.upper()}: **no results** (its stage did not complete)")
+                grouped.setdefault(("no results", "its stage did not complete"), []).append(
+                    f"{what} {prec.upper()}")
             for backend, rec in by_backend.items():
                 if isinstance(rec, dict) and rec.get("status") not in (None, "ok"):
-                    lines.append(f"- {what} {backend} {prec.upper()}: **{rec['status']}**: {rec.get('reason')}")
+                    key = (str(rec["status"]), str(rec.get("reason")))
+                    grouped.setdefault(key, []).append(f"{what} {backend} {prec.upper()}")
     for prec, b in c.builds.items():
         if b.get("status") == "skipped":
-            lines.append(f"- build TensorRT {prec.upper()}: **skipped**: {b.get('reason')}")
-    return lines
+            grouped.setdefault(("skipped", str(b.get("reason"))), []).append(f"build TensorRT {prec.upper()}")
+    return [f"- **{status}**: {reason} ({', '.join(where)})" for (status, reason), where in grouped.items()]
 
 
 def _fmt(v: Any, spec: str = ".2f") -> str:
@@ -123,41 +136,57 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 
 
 def _accuracy_table(c: Collected) -> list[str]:
-    rows = ["| backend | precision | top-1 % | agreement vs ORT FP32 | max abs logit diff | images |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| backend | precision | top-1 % | agreement vs ORT FP32 | max abs logit diff | images |",
+        "|---|---|---|---|---|---|",
+    ]
     for prec, by_backend in c.evals.items():
         for backend, rec in by_backend.items():
             if isinstance(rec, dict) and rec.get("status") == "ok":
-                rows.append(f"| {backend} | {prec.upper()} | {rec['top1']:.2f} | "
-                            f"{rec['top1_agreement_vs_ort_fp32']:.4f} ({rec['agreement_images']} img) | "
-                            f"{_fmt(rec['max_abs_diff_vs_ort_fp32'], '.3g')} | {rec['images']} |")
+                rows.append(
+                    f"| {backend} | {prec.upper()} | {rec['top1']:.2f} | "
+                    f"{rec['top1_agreement_vs_ort_fp32']:.4f} ({rec['agreement_images']} img) | "
+                    f"{_fmt(rec['max_abs_diff_vs_ort_fp32'], '.3g')} | {rec['images']} |"
+                )
     return rows
 
 
 def _bench_table(c: Collected) -> list[str]:
-    rows = ["| backend | precision | batch | mode | CUDA graph | p50 ms | p99 ms | img/s | iterations |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| backend | precision | batch | mode | CUDA graph | p50 ms | p99 ms | img/s | iterations |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in c.records:
-        rows.append(f"| {r['backend']} | {r['precision'].upper()} | {r['batch_size']} | {r['mode']} | "
-                    f"{r.get('cuda_graph')} | {_fmt(r.get('latency_ms_p50'), '.4f')} | "
-                    f"{_fmt(r.get('latency_ms_p99'), '.4f')} | {_fmt(r.get('throughput_ips'), ',.0f')} | "
-                    f"{r.get('iterations')} |")
+        rows.append(
+            f"| {r['backend']} | {r['precision'].upper()} | {r['batch_size']} | {r['mode']} | "
+            f"{r.get('cuda_graph')} | {_fmt(r.get('latency_ms_p50'), '.4f')} | "
+            f"{_fmt(r.get('latency_ms_p99'), '.4f')} | {_fmt(r.get('throughput_ips'), ',.0f')} | "
+            f"{r.get('iterations')} |"
+        )
     return rows
 
 
 def _headline_table(c: Collected) -> list[str]:
-    rows = ["| backend | precision | batch-1 p50 ms (compute) | best img/s (compute) | "
-            "best img/s (end to end) | pipelined img/s | device MB |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| backend | precision | batch-1 p50 ms (compute) | best img/s (compute) | "
+        "best img/s (end to end) | pipelined img/s | device MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for prec, by_backend in c.benches.items():
         for backend, rec in by_backend.items():
             if isinstance(rec, dict) and rec.get("status") == "ok":
                 best = f"{_fmt(rec.get('compute_throughput_ips_max'), ',.0f')} (b{rec.get('compute_throughput_batch')})"
-                e2e = (f"{_fmt(rec.get('end_to_end_throughput_ips_max'), ',.0f')} "
-                       f"(b{rec.get('end_to_end_throughput_batch')})" if rec.get("end_to_end_throughput_ips_max") else "-")
-                rows.append(f"| {backend} | {prec.upper()} | {_fmt(rec.get('compute_bs1_latency_ms_p50'), '.4f')} | "
-                            f"{best} | {e2e} | {_fmt(rec.get('pipelined_throughput_ips_max'), ',.0f')} | "
-                            f"{_fmt(rec.get('device_mem_mb'), '.0f')} |")
+                e2e = (
+                    f"{_fmt(rec.get('end_to_end_throughput_ips_max'), ',.0f')} "
+                    f"(b{rec.get('end_to_end_throughput_batch')})"
+                    if rec.get("end_to_end_throughput_ips_max")
+                    else "-"
+                )
+                rows.append(
+                    f"| {backend} | {prec.upper()} | {_fmt(rec.get('compute_bs1_latency_ms_p50'), '.4f')} | "
+                    f"{best} | {e2e} | {_fmt(rec.get('pipelined_throughput_ips_max'), ',.0f')} | "
+                    f"{_fmt(rec.get('device_mem_mb'), '.0f')} |"
+                )
     return rows
 
 
@@ -170,12 +199,16 @@ def _timed_notes(c: Collected) -> list[str]:
 
 
 def _build_table(c: Collected) -> list[str]:
-    rows = ["| precision | mode | build s | warm timing cache | engine MB | layers | layer precisions |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| precision | mode | build s | warm timing cache | engine MB | layers | layer precisions |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for prec, b in c.builds.items():
         if b.get("status") == "built":
-            rows.append(f"| {prec.upper()} | {b['mode']} | {b['build_s']} | {b['timing_cache_warm']} | "
-                        f"{b['engine_mb']} | {b['layer_count']} | {b['layer_precisions']} |")
+            rows.append(
+                f"| {prec.upper()} | {b['mode']} | {b['build_s']} | {b['timing_cache_warm']} | "
+                f"{b['engine_mb']} | {b['layer_count']} | {b['layer_precisions']} |"
+            )
     return rows
 
 
@@ -185,21 +218,25 @@ def _layer_tables(c: Collected) -> list[str]:
         prof = by_backend.get("tensorrt") if isinstance(by_backend, dict) else None
         if not prof:
             continue
-        out += [f"\n**TensorRT {prec.upper()}**, batch {prof['batch_size']}, "
-                f"sum of layer times {prof['total_ms']:.4f} ms (IProfiler, synchronous per layer):\n",
-                "| layer | precision | mean ms | share |", "|---|---|---|---|"]
+        out += [
+            f"\n**TensorRT {prec.upper()}**, batch {prof['batch_size']}, "
+            f"sum of layer times {prof['total_ms']:.4f} ms (IProfiler, synchronous per layer):\n",
+            "| layer | precision | mean ms | share |",
+            "|---|---|---|---|",
+        ]
         for row in prof["layers"]:
             share = 100.0 * row["ms_mean"] / prof["total_ms"] if prof["total_ms"] else 0.0
-            out.append(f"| `{row['layer'][:90]}` | {row.get('precision', '?')} | "
-                       f"{row['ms_mean']:.4f} | {share:.1f}% |")
+            out.append(f"| `{row['layer'][:90]}` | {row.get('precision', '?')} | {row['ms_mean']:.4f} | {share:.1f}% |")
     return out
 
 
 def flat_metrics(c: Collected) -> dict[str, Any]:
     """Headline numbers, snake_case with units, for `dvc metrics` / `dvc exp show`."""
-    m: dict[str, Any] = {"train_test_top1": c.train.get("test_top1"),
-                         "train_wall_s": c.train.get("train_wall_s"),
-                         "synthetic_data": bool(c.meta.get("synthetic"))}
+    m: dict[str, Any] = {
+        "train_test_top1": c.train.get("test_top1"),
+        "train_wall_s": c.train.get("train_wall_s"),
+        "synthetic_data": bool(c.meta.get("synthetic")),
+    }
     for prec, by_backend in c.evals.items():
         for backend, rec in by_backend.items():
             if isinstance(rec, dict) and rec.get("status") == "ok":
@@ -207,8 +244,12 @@ def flat_metrics(c: Collected) -> dict[str, Any]:
     for prec, by_backend in c.benches.items():
         for backend, rec in by_backend.items():
             if isinstance(rec, dict) and rec.get("status") == "ok":
-                for k in ("compute_bs1_latency_ms_p50", "compute_throughput_ips_max",
-                          "end_to_end_throughput_ips_max", "pipelined_throughput_ips_max"):
+                for k in (
+                    "compute_bs1_latency_ms_p50",
+                    "compute_throughput_ips_max",
+                    "end_to_end_throughput_ips_max",
+                    "pipelined_throughput_ips_max",
+                ):
                     if rec.get(k) is not None:
                         m[f"{backend}_{prec}_{k}"] = rec[k]
     return m
@@ -219,28 +260,39 @@ def summary_markdown(c: Collected, plots_dir: Path) -> str:
     lines = [f"# {p.model.name}: results", ""]
     if c.meta.get("synthetic"):
         lines += ["> **SYNTHETIC DATA**: these numbers say nothing about CIFAR-10.", ""]
-    lines += [f"- Where: {_where(c)}",
-              f"- Data: {c.meta.get('dataset')} from `{c.meta.get('source')}` "
-              f"({c.meta.get('train_images')} train / {c.meta.get('test_images')} test; "
-              f"calibration: {c.meta.get('calib_images')} images from the {c.meta.get('calib_drawn_from')})",
-              f"- Training: {c.train.get('epochs')} epochs on {c.train.get('train_images')} images, "
-              f"test top-1 {_fmt(c.train.get('test_top1'))}% (FP32), wall time {_fmt(c.train.get('train_wall_s'), '.0f')} s "
-              f"on {c.train.get('device')}",
-              f"- INT8: explicit quantization, {c.calibrate.get('method')} calibration on "
-              f"{c.calibrate.get('images')} training images ({c.calibrate.get('tool')})",
-              f"- Precisions: {', '.join(p.precisions)}; backends: {', '.join(p.backends)}", ""]
+    lines += [
+        f"- Where: {_where(c)}",
+        f"- Data: {c.meta.get('dataset')} from `{c.meta.get('source')}` "
+        f"({c.meta.get('train_images')} train / {c.meta.get('test_images')} test; "
+        f"calibration: {c.meta.get('calib_images')} images from the {c.meta.get('calib_drawn_from')})",
+        f"- Training: {c.train.get('epochs')} epochs on {c.train.get('train_images')} images, "
+        f"test top-1 {_fmt(c.train.get('test_top1'))}% (FP32), wall time {_fmt(c.train.get('train_wall_s'), '.0f')} s "
+        f"on {c.train.get('device')}",
+        f"- INT8: explicit quantization, {c.calibrate.get('method')} calibration on "
+        f"{c.calibrate.get('images')} training images ({c.calibrate.get('tool')})",
+        f"- Precisions: {', '.join(p.precisions)}; backends: {', '.join(p.backends)}",
+        "",
+    ]
     status = _status_lines(c)
     lines += ["## Skipped or not run", ""] + (status or ["- nothing"]) + [""]
     checks = gate_checks(c.evals, p.quality)
     lines += ["## Accuracy (full test split)", ""] + _accuracy_table(c) + [""]
     lines += ["## Quality gate", "", "| backend | precision | rule | passed | detail |", "|---|---|---|---|---|"]
-    lines += [f"| {ch['backend']} | {ch['precision'].upper()} | {ch['rule']} | "
-              f"{'yes' if ch['passed'] else '**NO**'} | {ch['detail']} |" for ch in checks]
+    lines += [
+        f"| {ch['backend']} | {ch['precision'].upper()} | {ch['rule']} | "
+        f"{'yes' if ch['passed'] else '**NO**'} | {ch['detail']} |"
+        for ch in checks
+    ]
     lines += ["", "## Speed: headline", ""] + _headline_table(c)
     lines += ["", "What each number measured:", ""] + _timed_notes(c)
-    lines += ["", f"Latency percentiles over up to {p.bench.iterations} iterations "
-              f"(at most {p.bench.max_seconds} s per case) after {p.bench.warmup} warm-up iterations.",
-              "", "## Speed: every case", ""] + _bench_table(c)
+    lines += [
+        "",
+        f"Latency percentiles over up to {p.bench.iterations} iterations "
+        f"(at most {p.bench.max_seconds} s per case) after {p.bench.warmup} warm-up iterations.",
+        "",
+        "## Speed: every case",
+        "",
+    ] + _bench_table(c)
     if any(b.get("status") == "built" for b in c.builds.values()):
         lines += ["", "## TensorRT engines", ""] + _build_table(c)
         layer = _layer_tables(c)

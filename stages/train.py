@@ -48,12 +48,13 @@ def evaluate_top1(model: nn.Module, ds: DeviceDataset, batch: int, amp: bool) ->
         x = ds.plain(start, start + batch).contiguous(memory_format=torch.channels_last)
         with torch.autocast(ds.device.type, torch.bfloat16, enabled=amp):
             pred = model(x).argmax(1)
-        correct += int((pred == ds.labels[start:start + batch]).sum())
+        correct += int((pred == ds.labels[start : start + batch]).sum())
     return 100.0 * correct / len(ds)
 
 
-def train(p: Params, train_split: data.Split, test_split: data.Split,
-          device: torch.device) -> tuple[nn.Module, list[dict[str, Any]], float]:
+def train(
+    p: Params, train_split: data.Split, test_split: data.Split, device: torch.device
+) -> tuple[nn.Module, list[dict[str, Any]], float]:
     """Returns the model, per-epoch history and the training images per second."""
     torch.manual_seed(p.seed)
     t = p.train
@@ -64,14 +65,22 @@ def train(p: Params, train_split: data.Split, test_split: data.Split,
     model = build_model(p.model).to(device, memory_format=fmt)
     steps_per_epoch = max(1, len(train_ds) // t.batch_size)
     decay, no_decay = [], []
-    for name, prm in model.named_parameters():
+    for _name, prm in model.named_parameters():
         (no_decay if prm.ndim <= 1 else decay).append(prm)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": t.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}],
-                          lr=t.lr, momentum=t.momentum, nesterov=t.nesterov)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=t.lr,
+        momentum=t.momentum,
+        nesterov=t.nesterov,
+    )
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=t.lr, total_steps=max(1, t.epochs * steps_per_epoch),
-        pct_start=t.warmup_fraction, div_factor=10.0, final_div_factor=100.0)
+        opt,
+        max_lr=t.lr,
+        total_steps=max(1, t.epochs * steps_per_epoch),
+        pct_start=t.warmup_fraction,
+        div_factor=10.0,
+        final_div_factor=100.0,
+    )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     gen = torch.Generator(device=device).manual_seed(p.seed)
     history: list[dict[str, Any]] = []
@@ -85,7 +94,7 @@ def train(p: Params, train_split: data.Split, test_split: data.Split,
         correct = torch.zeros((), device=device, dtype=torch.long)
         batches = range(steps_per_epoch)
         for i in progress(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{t.epochs}"):
-            idx = perm[i * t.batch_size:(i + 1) * t.batch_size]
+            idx = perm[i * t.batch_size : (i + 1) * t.batch_size]
             x = train_ds.augmented(idx, gen, t.cutout).contiguous(memory_format=fmt)
             y = train_ds.labels[idx]
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
@@ -103,10 +112,14 @@ def train(p: Params, train_split: data.Split, test_split: data.Split,
         train_time += epoch_s
         n = steps_per_epoch * t.batch_size
         images_seen += n
-        row = {"epoch": epoch, "train_loss": round(float(loss_sum) / n, 5),
-               "train_top1": round(100.0 * float(correct) / n, 3),
-               "test_top1": None, "lr": round(sched.get_last_lr()[0], 6),
-               "epoch_seconds": round(epoch_s, 2)}
+        row = {
+            "epoch": epoch,
+            "train_loss": round(float(loss_sum) / n, 5),
+            "train_top1": round(100.0 * float(correct) / n, 3),
+            "test_top1": None,
+            "lr": round(sched.get_last_lr()[0], 6),
+            "epoch_seconds": round(epoch_s, 2),
+        }
         if eval_each_epoch or epoch == t.epochs:
             row["test_top1"] = round(evaluate_top1(model, test_ds, 1000, amp), 3)
         history.append(row)
@@ -120,34 +133,49 @@ def run(args: argparse.Namespace) -> None:
     device = pick_device(p)
     meta = read_json(args.data / "meta.json")
     if len(meta["classes"]) != p.model.num_classes:
-        raise DatasetError(f"{args.data} has {len(meta['classes'])} classes but model "
-                           f"{p.model.name} has num_classes={p.model.num_classes}")
+        raise DatasetError(
+            f"{args.data} has {len(meta['classes'])} classes but model "
+            f"{p.model.name} has num_classes={p.model.num_classes}"
+        )
     train_split = subset(data.load_split(args.data / "train.npz"), p.train.subset, p.seed)
     test_split = data.load_split(args.data / "test.npz")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model, history, ips = train(p, train_split, test_split, device)
     # Final top-1 in fp32 on the full test split: the number the other backends compare to.
-    amp_free = evaluate_top1(model, DeviceDataset(test_split, device, p.data.mean, p.data.std,
-                                                  p.model.image_size, pad=0), 1000, False)
+    amp_free = evaluate_top1(
+        model, DeviceDataset(test_split, device, p.data.mean, p.data.std, p.model.image_size, pad=0), 1000, False
+    )
     wall = time.perf_counter() - t_start
-    save_checkpoint(args.checkpoint, model.cpu(), {
-        "model": p.model.name, "arch": p.model.arch, "classes": meta["classes"],
-        "dataset_source": meta["source"], "synthetic": meta["synthetic"],
-        "epochs": p.train.epochs, "seed": p.seed, "test_top1_fp32": amp_free,
-        "torch": str(torch.__version__),
-    })
+    save_checkpoint(
+        args.checkpoint,
+        model.cpu(),
+        {
+            "model": p.model.name,
+            "arch": p.model.arch,
+            "classes": meta["classes"],
+            "dataset_source": meta["source"],
+            "synthetic": meta["synthetic"],
+            "epochs": p.train.epochs,
+            "seed": p.seed,
+            "test_top1_fp32": amp_free,
+            "torch": str(torch.__version__),
+        },
+    )
     write_csv(args.history, history)
-    write_json(args.metrics, {
-        "test_top1": round(amp_free, 3),
-        "epochs": p.train.epochs,
-        "train_images": len(train_split),
-        "train_wall_s": round(wall, 1),
-        "train_images_per_s": round(ips, 1),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "profile": p.profile,
-        "synthetic_data": bool(meta["synthetic"]),
-    })
+    write_json(
+        args.metrics,
+        {
+            "test_top1": round(amp_free, 3),
+            "epochs": p.train.epochs,
+            "train_images": len(train_split),
+            "train_wall_s": round(wall, 1),
+            "train_images_per_s": round(ips, 1),
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "profile": p.profile,
+            "synthetic_data": bool(meta["synthetic"]),
+        },
+    )
     log.info("trained %s: test top-1 %.2f%% in %.0f s", p.model.name, amp_free, wall)
 
 

@@ -72,13 +72,15 @@ def write_params(dest: Path, overrides: list[str] | None = None) -> Path:
     return path
 
 
-def run_stage(module: str, args: list[str], cwd: Path, check: bool = True,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_stage(
+    module: str, args: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``python -m stages.<module> args`` in ``cwd`` (a project copy), output captured."""
     path = os.pathsep.join(p for p in (str(cwd), os.environ.get("PYTHONPATH", "")) if p)
     full_env = dict(os.environ, PYTHONPATH=path, **(env or {}))
-    proc = subprocess.run([sys.executable, "-m", f"stages.{module}", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"stages.{module}", *args], cwd=cwd, env=full_env, capture_output=True, text=True
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"stages.{module} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
@@ -114,12 +116,38 @@ def prepared_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_stage("prepare", ["--out", "data/prepared"], root)
     _random_checkpoint(root)
     m = "artifacts/resnet18_cifar"
-    run_stage("export", ["--checkpoint", f"{m}/checkpoint.pt", "--test", "data/prepared/test.npz",
-                         "--out-dir", f"{m}/onnx", "--reference", f"{m}/reference_logits.npy",
-                         "--report", "reports/export.json"], root)
-    run_stage("calibrate", ["--onnx", f"{m}/onnx/fp32.onnx", "--calib", "data/prepared/calib.npz",
-                            "--out", f"{m}/onnx/int8.onnx", "--ranges", f"{m}/calibration/ranges.json",
-                            "--report", "reports/calibrate.json"], root)
+    run_stage(
+        "export",
+        [
+            "--checkpoint",
+            f"{m}/checkpoint.pt",
+            "--test",
+            "data/prepared/test.npz",
+            "--out-dir",
+            f"{m}/onnx",
+            "--reference",
+            f"{m}/reference_logits.npy",
+            "--report",
+            "reports/export.json",
+        ],
+        root,
+    )
+    run_stage(
+        "calibrate",
+        [
+            "--onnx",
+            f"{m}/onnx/fp32.onnx",
+            "--calib",
+            "data/prepared/calib.npz",
+            "--out",
+            f"{m}/onnx/int8.onnx",
+            "--ranges",
+            f"{m}/calibration/ranges.json",
+            "--report",
+            "reports/calibrate.json",
+        ],
+        root,
+    )
     return root
 
 
@@ -134,7 +162,18 @@ def _random_checkpoint(root: Path) -> None:
     model = build_model(p.model).eval()
     with torch.no_grad():  # make the random model's logits spread out, like a trained one
         model.fc.weight.mul_(20.0)
-    save_checkpoint(root / "artifacts" / p.model.name / "checkpoint.pt", model,
-                    {"model": p.model.name, "arch": p.model.arch, "classes": [f"c{i}" for i in range(10)],
-                     "dataset_source": "synthetic", "synthetic": True, "epochs": 0, "seed": 0,
-                     "test_top1_fp32": 0.0, "torch": str(torch.__version__)})
+    save_checkpoint(
+        root / "artifacts" / p.model.name / "checkpoint.pt",
+        model,
+        {
+            "model": p.model.name,
+            "arch": p.model.arch,
+            "classes": [f"c{i}" for i in range(10)],
+            "dataset_source": "synthetic",
+            "synthetic": True,
+            "epochs": 0,
+            "seed": 0,
+            "test_top1_fp32": 0.0,
+            "torch": str(torch.__version__),
+        },
+    )

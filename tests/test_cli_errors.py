@@ -95,8 +95,7 @@ def test_unknown_name_in_params(project: Path, bad: str, stage: str) -> None:
         proc, "quality gate" if stage == "gate" else stage, "invalid parameters in params.yaml", expected
     )
     assert (
-        line == f"error: {'quality gate' if stage == 'gate' else stage}: invalid parameters in "
-        f"params.yaml: {expected}"
+        line == f"error: {'quality gate' if stage == 'gate' else stage}: invalid parameters in params.yaml: {expected}"
     )
     assert not (project / output).exists()
 
@@ -236,9 +235,7 @@ def test_prepare_with_a_truncated_tar_gz(project: Path) -> None:
     blob = _tree_tar_gz()
     (project / "data" / "raw" / "cifar10-jpg.tar.gz").write_bytes(blob[: len(blob) // 2])
     proc = run_stage("prepare", ["--out", "data/prepared"], project, check=False)
-    one_line_error(
-        proc, "prepare", "data/raw/cifar10-jpg.tar.gz: not a readable archive", "accepted layouts:"
-    )
+    one_line_error(proc, "prepare", "data/raw/cifar10-jpg.tar.gz: not a readable archive", "accepted layouts:")
     assert not (project / "data" / "prepared").exists()
     assert leftovers(project / "data") == []
 
@@ -269,9 +266,7 @@ def test_prepare_with_a_garbage_official_archive(project: Path) -> None:
     _auto(project)
     (project / "data" / "raw" / "cifar-10-python.tar.gz").write_bytes(b"garbage" * 100)
     proc = run_stage("prepare", ["--out", "data/prepared"], project, check=False)
-    one_line_error(
-        proc, "prepare", "data/raw/cifar-10-python.tar.gz: not a readable .tar.gz", "accepted layouts:"
-    )
+    one_line_error(proc, "prepare", "data/raw/cifar-10-python.tar.gz: not a readable .tar.gz", "accepted layouts:")
     assert not (project / "data" / "prepared").exists()
 
 
@@ -288,8 +283,7 @@ def test_prepare_with_an_incomplete_official_archive(project: Path) -> None:
     one_line_error(
         proc,
         "prepare",
-        "data/raw/cifar-10-python.tar.gz: lacks data_batch_2, data_batch_3, "
-        "data_batch_4, data_batch_5, test_batch",
+        "data/raw/cifar-10-python.tar.gz: lacks data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch",
     )
     assert not (project / "data" / "prepared").exists()
 
@@ -593,9 +587,7 @@ def _tiny_inputs(prepared_tiny: Path) -> dict[str, str]:
 
 
 def test_evaluate_records_a_corrupt_onnx_and_the_gate_fails(project: Path, prepared_tiny: Path) -> None:
-    edit_params(
-        project, lambda r: r.update(precisions=["fp32"], backends=["pytorch", "onnxruntime", "tensorrt"])
-    )
+    edit_params(project, lambda r: r.update(precisions=["fp32"], backends=["pytorch", "onnxruntime", "tensorrt"]))
     _corrupt_onnx(project)
     src = _tiny_inputs(prepared_tiny)
     proc = run_stage(

@@ -26,9 +26,11 @@ def _fake_batches(seed: int = 0) -> dict[str, dict]:
     rng = np.random.default_rng(seed)
     out = {}
     for name, n in [*((f"data_batch_{i}", 3) for i in range(1, 6)), ("test_batch", 4)]:
-        out[name] = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                     b"labels": [int(v) for v in rng.integers(0, 10, n)],
-                     b"batch_label": name.encode()}
+        out[name] = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, n)],
+            b"batch_label": name.encode(),
+        }
     return out
 
 
@@ -37,7 +39,7 @@ def _expected_nhwc(rows: np.ndarray) -> np.ndarray:
     n = rows.shape[0]
     out = np.empty((n, 32, 32, 3), np.uint8)
     for c in range(3):
-        out[..., c] = rows[:, c * 1024:(c + 1) * 1024].reshape(n, 32, 32)
+        out[..., c] = rows[:, c * 1024 : (c + 1) * 1024].reshape(n, 32, 32)
     return out
 
 
@@ -320,8 +322,13 @@ def test_empty_raw_dir_names_folder_and_layouts(tmp_path: Path) -> None:
     msg = str(err.value)
     assert f"{raw}/" in msg
     assert "holds: nothing" in msg
-    for layout in ("cifar-10-batches-py/", "cifar-10-python.tar.gz", "train/<class>/",
-                   "test/<class>/", ".tar.gz of such a tree"):
+    for layout in (
+        "cifar-10-batches-py/",
+        "cifar-10-python.tar.gz",
+        "train/<class>/",
+        "test/<class>/",
+        ".tar.gz of such a tree",
+    ):
         assert layout in msg
     assert "data.download=true" in msg
 
@@ -434,7 +441,7 @@ def _crop_matches(crop: np.ndarray, padded_norm: np.ndarray, pad: int) -> list[t
     found = []
     for oy in range(2 * pad + 1):
         for ox in range(2 * pad + 1):
-            window = padded_norm[:, oy:oy + hw, ox:ox + hw]
+            window = padded_norm[:, oy : oy + hw, ox : ox + hw]
             if np.array_equal(crop, window):
                 found.append((oy, ox, False))
             if np.array_equal(crop, window[:, :, ::-1]):
@@ -500,8 +507,9 @@ def _zero_boxes(out: np.ndarray) -> list[tuple[int, int, int, int] | None]:
             continue
         top, left = int(rows[0]), int(cols[0])
         h, w = int(rows[-1]) - top + 1, int(cols[-1]) - left + 1
-        assert zero[0, top:top + h, left:left + w].all() and zero[0].sum() == h * w, \
+        assert zero[0, top : top + h, left : left + w].all() and zero[0].sum() == h * w, (
             f"image {k}: the zeroed pixels are not one filled rectangle"
+        )
         boxes.append((top, left, h, w))
     return boxes
 
@@ -523,7 +531,7 @@ def _matches_a_crop_outside(img: np.ndarray, keep: np.ndarray, padded_norm: np.n
     hw = img.shape[-1]
     for oy in range(2 * pad + 1):
         for ox in range(2 * pad + 1):
-            window = padded_norm[:, oy:oy + hw, ox:ox + hw]
+            window = padded_norm[:, oy : oy + hw, ox : ox + hw]
             for cand in (window, window[:, :, ::-1]):
                 if np.array_equal(img[:, keep], cand[:, keep]):
                     return True
@@ -545,8 +553,9 @@ def test_device_dataset_cutout_zeroes_one_square_per_image() -> None:
     plain = ds.augmented(idx, torch.Generator().manual_seed(0), cutout=0).numpy()
     assert not (plain == 0.0).any()
     assert _zero_boxes(plain) == [None] * n
-    torch.testing.assert_close(ds.augmented(idx, torch.Generator().manual_seed(0)),
-                               torch.from_numpy(plain), rtol=0, atol=0)  # cutout=0 is the default
+    torch.testing.assert_close(
+        ds.augmented(idx, torch.Generator().manual_seed(0)), torch.from_numpy(plain), rtol=0, atol=0
+    )  # cutout=0 is the default
 
     out = ds.augmented(idx, torch.Generator().manual_seed(0), cutout=16).numpy()
     assert out.shape == (n, 3, 32, 32) and out.dtype == np.float32
@@ -557,7 +566,7 @@ def test_device_dataset_cutout_zeroes_one_square_per_image() -> None:
     padded_norm = ds.normalise(torch.from_numpy(padded).permute(0, 3, 1, 2)).numpy()
     for k, (top, left, h, w) in enumerate(boxes):
         keep = np.ones((32, 32), bool)
-        keep[top:top + h, left:left + w] = False
+        keep[top : top + h, left : left + w] = False
         assert _matches_a_crop_outside(out[k], keep, padded_norm[k], 4), f"image {k}"
     # the squares move from image to image
     assert len({b[:2] for b in boxes}) > n // 4

@@ -358,9 +358,7 @@ sys.exit(code)
 """
 
 
-def _traced_reads(
-    stage: dict[str, Any], cwd: Path, trace: Path
-) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+def _traced_reads(stage: dict[str, Any], cwd: Path, trace: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     tokens = shlex.split(stage["cmd"])
     assert tokens[:2] == ["python", "-m"], tokens
     env = dict(_env(), PYTHONPATH=str(cwd))
@@ -409,9 +407,7 @@ def _stage_inputs_from(source: Path, dest: Path, stages: dict[str, dict[str, Any
         "evaluate@fp32",
     ],
 )
-def test_stage_reads_only_declared_inputs(
-    name: str, project: Path, prepared_tiny: Path, tmp_path: Path
-) -> None:
+def test_stage_reads_only_declared_inputs(name: str, project: Path, prepared_tiny: Path, tmp_path: Path) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["backends"] = ["onnxruntime"]  # the parent process is what is traced; keep it quick
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

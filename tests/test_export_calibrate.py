@@ -30,8 +30,9 @@ M = "artifacts/resnet18_cifar"
 def _session(path: Path | bytes) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        path if isinstance(path, bytes) else str(path), opts, providers=["CPUExecutionProvider"]
+    )
 
 
 def _run(path: Path | bytes, x: np.ndarray) -> np.ndarray:
@@ -120,14 +121,16 @@ def test_fp32_onnx_matches_pytorch_checkpoint(tiny) -> None:
 def test_fp16_onnx_has_fp16_weights_and_close_outputs(tiny) -> None:
     root, _, _, x = tiny
     model = onnx.load(str(root / M / "onnx/fp16.onnx"))
-    float_types = Counter(t.data_type for t in model.graph.initializer
-                          if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE))
+    float_types = Counter(
+        t.data_type
+        for t in model.graph.initializer
+        if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
+    )
     assert float_types[TensorProto.FLOAT16] > 0
     assert float_types[TensorProto.FLOAT] == 0 and float_types[TensorProto.DOUBLE] == 0
     conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
     by_name = {t.name: t for t in model.graph.initializer}
-    assert conv_weights and all(by_name[w].data_type == TensorProto.FLOAT16
-                                for w in conv_weights if w in by_name)
+    assert conv_weights and all(by_name[w].data_type == TensorProto.FLOAT16 for w in conv_weights if w in by_name)
     # half the size of fp32.onnx, roughly
     ratio = (root / M / "onnx/fp16.onnx").stat().st_size / (root / M / "onnx/fp32.onnx").stat().st_size
     assert 0.45 < ratio < 0.55
@@ -305,17 +308,12 @@ def test_identity_block_adds_read_a_quantized_skip(int8_model) -> None:
         kinds = [s.op_type for s in srcs]
         assert "Conv" in kinds, f"{node.name}: the main branch ends in a Conv"
         other = srcs[1] if srcs[0].op_type == "Conv" else srcs[0]
-        if other.op_type == "DequantizeLinear" and any(
-                c.op_type == "Conv" for c in consumers[other.output[0]]):
+        if other.op_type == "DequantizeLinear" and any(c.op_type == "Conv" for c in consumers[other.output[0]]):
             # the skip DQ is the one feeding the block's first conv (TensorRT's conv+add pattern)
             shared_skips += 1
     assert shared_skips == 5  # the identity blocks: layer1.0, layer1.1, layer2.1, layer3.1, layer4.1
 
 
-@pytest.mark.xfail(reason="BUG: calibrate.quantize excludes Conv outputs from quantization, so in "
-                          "the three downsample blocks the Add's skip input is the float output "
-                          "of the 1x1 downsample Conv, not a DequantizeLinear", strict=True,
-                   raises=AssertionError)
 def test_every_add_has_one_conv_and_one_dequantized_input(int8_model) -> None:
     adds, _ = _adds(int8_model)
     bad = [n.name for n, srcs in adds if sorted(s.op_type for s in srcs) != ["Conv", "DequantizeLinear"]]
@@ -337,8 +335,7 @@ def test_ranges_json(prepared_tiny: Path, int8_model) -> None:
         assert r["amax"] == max(abs(r["min"]), abs(r["max"])), name
     # the Q/DQ model's activation scales come from these ranges: scale = amax / 127
     _, _, inits = _graph_maps(int8_model)
-    q_input = next(n for n in int8_model.graph.node
-                   if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+    q_input = next(n for n in int8_model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
     assert float(inits[q_input.input[1]]) == pytest.approx(tensors["input"]["amax"] / 127, rel=1e-5)
     # synthetic images normalised with mean 0.5 / std 0.25 lie in [-2, 2]
     assert tensors["input"]["min"] >= -2.0 - 1e-5 and tensors["input"]["max"] <= 2.0 + 1e-5
@@ -354,14 +351,28 @@ def test_ranges_json(prepared_tiny: Path, int8_model) -> None:
 
 def test_calibrate_stage_missing_onnx_is_one_error_line(prepared_tiny: Path, project: Path) -> None:
     (project / "data/prepared").mkdir(parents=True)
-    (project / "data/prepared/calib.npz").write_bytes(
-        (prepared_tiny / "data/prepared/calib.npz").read_bytes())
-    proc = run_stage("calibrate", ["--onnx", f"{M}/onnx/fp32.onnx", "--calib", "data/prepared/calib.npz",
-                                   "--out", f"{M}/onnx/int8.onnx", "--ranges", f"{M}/calibration/ranges.json",
-                                   "--report", "reports/calibrate.json"], project, check=False)
+    (project / "data/prepared/calib.npz").write_bytes((prepared_tiny / "data/prepared/calib.npz").read_bytes())
+    proc = run_stage(
+        "calibrate",
+        [
+            "--onnx",
+            f"{M}/onnx/fp32.onnx",
+            "--calib",
+            "data/prepared/calib.npz",
+            "--out",
+            f"{M}/onnx/int8.onnx",
+            "--ranges",
+            f"{M}/calibration/ranges.json",
+            "--report",
+            "reports/calibrate.json",
+        ],
+        project,
+        check=False,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"error: calibrate: {M}/onnx/fp32.onnx is missing: run `dvc repro export`"]
+        f"error: calibrate: {M}/onnx/fp32.onnx is missing: run `dvc repro export`"
+    ]
     assert not (project / M).exists()
 
 
@@ -394,9 +405,9 @@ def centroid_model(tiny, calib_batches, tmp_path_factory) -> Path:
     probe.graph.output.append(helper.make_tensor_value_info(feat_name, TensorProto.FLOAT, None))
     x = np.concatenate(calib_batches)
     feats = _session(probe.SerializeToString()).run([feat_name], {"input": x})[0]
-    labels = calib.labels[:len(feats)]
+    labels = calib.labels[: len(feats)]
     centroids = np.stack([feats[labels == k].mean(0) for k in range(10)])
-    w, b = 2 * centroids, -(centroids ** 2).sum(1)
+    w, b = 2 * centroids, -(centroids**2).sum(1)
     scale = 1.0 / (feats @ w.T + b).std()
     for t in model.graph.initializer:
         if t.name == gemm.input[1]:
@@ -426,9 +437,14 @@ def true_amax(centroid_model, calib_batches, tmp_path_factory) -> dict[str, floa
     from onnxruntime.quantization.calibrate import create_calibrator
 
     aug = tmp_path_factory.mktemp("minmax") / "augmented.onnx"
-    cal = create_calibrator(centroid_model, None, augmented_model_path=str(aug),
-                            calibrate_method=CalibrationMethod.MinMax,
-                            providers=["CPUExecutionProvider"], extra_options={"symmetric": True})
+    cal = create_calibrator(
+        centroid_model,
+        None,
+        augmented_model_path=str(aug),
+        calibrate_method=CalibrationMethod.MinMax,
+        providers=["CPUExecutionProvider"],
+        extra_options={"symmetric": True},
+    )
     cal.collect_data(calibrate._Reader("input", calib_batches))
     out = _amax(cal.compute_data())
     assert out["input"] == pytest.approx(float(np.abs(np.concatenate(calib_batches)).max()))
@@ -436,13 +452,16 @@ def true_amax(centroid_model, calib_batches, tmp_path_factory) -> dict[str, floa
 
 
 def _amax(tensors) -> dict[str, float]:  # noqa: ANN001
-    return {k: max(abs(float(np.ravel(v.range_value[0])[0])), abs(float(np.ravel(v.range_value[1])[0])))
-            for k, v in tensors.data.items()}
+    return {
+        k: max(abs(float(np.ravel(v.range_value[0])[0])), abs(float(np.ravel(v.range_value[1])[0])))
+        for k, v in tensors.data.items()
+    }
 
 
 @pytest.mark.parametrize("method", ["entropy", "minmax", "percentile"])
-def test_every_method_gives_a_qdq_model_that_agrees_with_fp32(tiny, centroid_model, ranges_by_method,
-                                                             tmp_path: Path, method: str) -> None:
+def test_every_method_gives_a_qdq_model_that_agrees_with_fp32(
+    tiny, centroid_model, ranges_by_method, tmp_path: Path, method: str
+) -> None:
     _, p, test, x = tiny
     c = dataclasses.replace(p.calibrate, method=method)
     tensors = ranges_by_method[method]
@@ -489,7 +508,7 @@ def test_entropy_clips_outliers_unlike_minmax(ranges_by_method, true_amax) -> No
 def _scaled_batches(calib_batches: list[np.ndarray], n: int) -> list[np.ndarray]:
     """n batches of 2 images; the first is scaled up so it alone holds the extreme input."""
     x = np.concatenate(calib_batches)[: 2 * n]
-    out = [x[i:i + 2].copy() for i in range(0, 2 * n, 2)]
+    out = [x[i : i + 2].copy() for i in range(0, 2 * n, 2)]
     out[0] *= np.float32(3.0)
     return out
 

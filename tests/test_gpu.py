@@ -35,19 +35,49 @@ def gpu_project(prepared_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 def _build(root: Path, precision: str) -> dict:
     run_stage("probe", ["--out", "artifacts/fingerprint.json"], root)
-    run_stage("build", ["--precision", precision, "--onnx", f"{M}/onnx/{precision}.onnx",
-                        "--fingerprint", "artifacts/fingerprint.json", "--out-dir", f"{M}/engines/{precision}",
-                        "--report", f"reports/build_{precision}.json"], root)
+    run_stage(
+        "build",
+        [
+            "--precision",
+            precision,
+            "--onnx",
+            f"{M}/onnx/{precision}.onnx",
+            "--fingerprint",
+            "artifacts/fingerprint.json",
+            "--out-dir",
+            f"{M}/engines/{precision}",
+            "--report",
+            f"reports/build_{precision}.json",
+        ],
+        root,
+    )
     return json.loads((root / M / "engines" / precision / "build.json").read_text())
 
 
 def _evaluate(root: Path, precision: str, engine_dir: str | None = None) -> dict:
     out = root / "reports" / f"eval_{precision}.json"
-    run_stage("evaluate", ["--precision", precision, "--test", "data/prepared/test.npz",
-                           "--reference", f"{M}/reference_logits.npy", "--checkpoint", f"{M}/checkpoint.pt",
-                           "--onnx", f"{M}/onnx/{precision}.onnx",
-                           "--engine-dir", engine_dir or f"{M}/engines/{precision}",
-                           "--out", str(out), "--detail", str(out.with_suffix(".detail.json"))], root)
+    run_stage(
+        "evaluate",
+        [
+            "--precision",
+            precision,
+            "--test",
+            "data/prepared/test.npz",
+            "--reference",
+            f"{M}/reference_logits.npy",
+            "--checkpoint",
+            f"{M}/checkpoint.pt",
+            "--onnx",
+            f"{M}/onnx/{precision}.onnx",
+            "--engine-dir",
+            engine_dir or f"{M}/engines/{precision}",
+            "--out",
+            str(out),
+            "--detail",
+            str(out.with_suffix(".detail.json")),
+        ],
+        root,
+    )
     return json.loads(out.read_text())
 
 
@@ -116,10 +146,26 @@ def test_benchmark_times_graphs_copies_and_pipeline(gpu_project: Path) -> None:
     params = gpu_project / "params.yaml"
     text = params.read_text().replace("- pytorch\n- torch_compile\n- onnxruntime\n", "")
     params.write_text(text)  # backends: tensorrt only
-    run_stage("benchmark", ["--precision", "int8", "--checkpoint", f"{M}/checkpoint.pt",
-                            "--onnx", f"{M}/onnx/int8.onnx", "--engine-dir", f"{M}/engines/int8",
-                            "--out", str(out), "--records", str(out.with_suffix(".csv")),
-                            "--layers", str(out.with_suffix(".layers.json"))], gpu_project)
+    run_stage(
+        "benchmark",
+        [
+            "--precision",
+            "int8",
+            "--checkpoint",
+            f"{M}/checkpoint.pt",
+            "--onnx",
+            f"{M}/onnx/int8.onnx",
+            "--engine-dir",
+            f"{M}/engines/int8",
+            "--out",
+            str(out),
+            "--records",
+            str(out.with_suffix(".csv")),
+            "--layers",
+            str(out.with_suffix(".layers.json")),
+        ],
+        gpu_project,
+    )
     summary = json.loads(out.read_text())["tensorrt"]
     assert summary["status"] == "ok" and summary["device_mem_mb"] > 0
     rows = out.with_suffix(".csv").read_text()
@@ -132,20 +178,41 @@ def test_benchmark_times_graphs_copies_and_pipeline(gpu_project: Path) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend,precision", [("pytorch", "fp32"), ("pytorch", "fp16"),
-                                               ("onnxruntime", "fp32"), ("onnxruntime", "fp16")])
+@pytest.mark.parametrize(
+    "backend,precision", [("pytorch", "fp32"), ("pytorch", "fp16"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16")]
+)
 def test_cuda_backends_agree_with_reference(gpu_project: Path, backend: str, precision: str) -> None:
     import onnxruntime as ort
 
     if backend == "onnxruntime" and "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu is not installed")
     part = gpu_project / f"part_{backend}_{precision}.json"
-    subprocess.run([sys.executable, "-m", "stages.evaluate", "--precision", precision, "--backend", backend,
-                    "--part", str(part), "--test", "data/prepared/test.npz",
-                    "--reference", f"{M}/reference_logits.npy", "--checkpoint", f"{M}/checkpoint.pt",
-                    "--onnx", f"{M}/onnx/{precision}.onnx", "--engine-dir", f"{M}/engines/{precision}"],
-                   cwd=gpu_project, check=True,
-                   env=dict(os.environ, PYTHONPATH=f"{gpu_project}:{os.environ.get('PYTHONPATH', '')}"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stages.evaluate",
+            "--precision",
+            precision,
+            "--backend",
+            backend,
+            "--part",
+            str(part),
+            "--test",
+            "data/prepared/test.npz",
+            "--reference",
+            f"{M}/reference_logits.npy",
+            "--checkpoint",
+            f"{M}/checkpoint.pt",
+            "--onnx",
+            f"{M}/onnx/{precision}.onnx",
+            "--engine-dir",
+            f"{M}/engines/{precision}",
+        ],
+        cwd=gpu_project,
+        check=True,
+        env=dict(os.environ, PYTHONPATH=f"{gpu_project}:{os.environ.get('PYTHONPATH', '')}"),
+    )
     rec = json.loads(part.read_text())
     assert rec["status"] == "ok", rec
     assert rec["top1_agreement_vs_ort_fp32"] >= (0.99 if precision == "fp32" else 0.97)

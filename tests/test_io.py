@@ -70,11 +70,14 @@ def test_atomic_path_replaces_existing_file(tmp_path: Path) -> None:
     assert _names(tmp_path) == {"out.txt"}
 
 
-@pytest.mark.parametrize("writer, payload", [
-    (write_text, "text ✓"),
-    (write_bytes, b"\x00\x01bytes"),
-    (write_json, {"a": 1}),
-])
+@pytest.mark.parametrize(
+    "writer, payload",
+    [
+        (write_text, "text ✓"),
+        (write_bytes, b"\x00\x01bytes"),
+        (write_json, {"a": 1}),
+    ],
+)
 def test_written_files_get_normal_permissions(tmp_path: Path, writer, payload) -> None:
     old = os.umask(0o022)
     try:
@@ -106,13 +109,11 @@ def test_write_bytes_and_text_round_trip(tmp_path: Path) -> None:
 
 
 def test_write_json_round_trip_with_numpy_and_paths(tmp_path: Path) -> None:
-    obj = {"n": np.int64(3), "f": np.float32(0.5), "arr": np.arange(3), "p": Path("a/b"),
-           "nested": {"x": [1, 2]}}
+    obj = {"n": np.int64(3), "f": np.float32(0.5), "arr": np.arange(3), "p": Path("a/b"), "nested": {"x": [1, 2]}}
     write_json(tmp_path / "o.json", obj)
     text = (tmp_path / "o.json").read_text()
     assert text.endswith("\n")
-    assert read_json(tmp_path / "o.json") == {"n": 3, "f": 0.5, "arr": [0, 1, 2], "p": "a/b",
-                                              "nested": {"x": [1, 2]}}
+    assert read_json(tmp_path / "o.json") == {"n": 3, "f": 0.5, "arr": [0, 1, 2], "p": "a/b", "nested": {"x": [1, 2]}}
     assert list(json.loads(text)) == ["n", "f", "arr", "p", "nested"]  # key order kept
 
 

@@ -27,13 +27,15 @@ PREDS = np.array([0, 1, 1, 1, 2, 0, 2, 1])
 
 def test_confusion_matrix_rows_true_columns_predicted() -> None:
     cm = metrics.confusion_matrix(LABELS, PREDS, 5)
-    expected = np.array([
-        [1, 1, 0, 0, 0],
-        [0, 2, 0, 0, 0],
-        [1, 0, 2, 0, 0],
-        [0, 1, 0, 0, 0],
-        [0, 0, 0, 0, 0],
-    ])
+    expected = np.array(
+        [
+            [1, 1, 0, 0, 0],
+            [0, 2, 0, 0, 0],
+            [1, 0, 2, 0, 0],
+            [0, 1, 0, 0, 0],
+            [0, 0, 0, 0, 0],
+        ]
+    )
     np.testing.assert_array_equal(cm, expected)
     assert cm.dtype == np.int64
     assert cm.sum() == len(LABELS)
@@ -95,8 +97,10 @@ def by_key(checks: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]
 
 
 def test_int8_drop_within_budget_passes() -> None:
-    evals = {"fp32": {"precision": "fp32", "synthetic_data": True, "onnxruntime": ok(90.0)},
-             "int8": {"precision": "int8", "synthetic_data": True, "onnxruntime": ok(89.6)}}
+    evals = {
+        "fp32": {"precision": "fp32", "synthetic_data": True, "onnxruntime": ok(90.0)},
+        "int8": {"precision": "int8", "synthetic_data": True, "onnxruntime": ok(89.6)},
+    }
     checks = by_key(gate_checks(evals, Q))
     assert set(checks) == {("onnxruntime", "fp32"), ("onnxruntime", "int8")}
     c = checks[("onnxruntime", "int8")]
@@ -119,8 +123,7 @@ def test_int8_drop_over_budget_fails_with_both_numbers() -> None:
 
 
 def test_same_backend_fp32_is_preferred_over_pytorch() -> None:
-    evals = {"fp32": {"pytorch": ok(95.0), "onnxruntime": ok(90.0)},
-             "int8": {"onnxruntime": ok(89.8)}}
+    evals = {"fp32": {"pytorch": ok(95.0), "onnxruntime": ok(90.0)}, "int8": {"onnxruntime": ok(89.8)}}
     c = by_key(gate_checks(evals, Q))[("onnxruntime", "int8")]
     assert c["passed"] is True
     assert c["value"] == pytest.approx(0.2)
@@ -128,8 +131,10 @@ def test_same_backend_fp32_is_preferred_over_pytorch() -> None:
 
 
 def test_backend_without_fp32_is_compared_with_pytorch_fp32() -> None:
-    evals = {"fp32": {"pytorch": ok(92.0), "tensorrt": {"status": "skipped", "reason": "no GPU"}},
-             "fp16": {"tensorrt": ok(91.0)}}
+    evals = {
+        "fp32": {"pytorch": ok(92.0), "tensorrt": {"status": "skipped", "reason": "no GPU"}},
+        "fp16": {"tensorrt": ok(91.0)},
+    }
     c = by_key(gate_checks(evals, Q))[("tensorrt", "fp16")]
     assert "pytorch fp32" in c["rule"] and "pytorch fp32" in c["detail"]
     assert c["value"] == pytest.approx(1.0)
@@ -137,8 +142,10 @@ def test_backend_without_fp32_is_compared_with_pytorch_fp32() -> None:
 
 
 def test_failed_backend_yields_failing_check() -> None:
-    evals = {"fp32": {"pytorch": ok(92.0)},
-             "int8": {"tensorrt": {"status": "failed", "reason": "engine build crashed"}}}
+    evals = {
+        "fp32": {"pytorch": ok(92.0)},
+        "int8": {"tensorrt": {"status": "failed", "reason": "engine build crashed"}},
+    }
     checks = by_key(gate_checks(evals, Q))
     c = checks[("tensorrt", "int8")]
     assert c["passed"] is False
@@ -147,8 +154,10 @@ def test_failed_backend_yields_failing_check() -> None:
 
 
 def test_failed_fp32_backend_fails_and_its_int8_falls_back_to_pytorch() -> None:
-    evals = {"fp32": {"pytorch": ok(92.0), "tensorrt": {"status": "failed", "reason": "boom"}},
-             "int8": {"tensorrt": ok(91.9)}}
+    evals = {
+        "fp32": {"pytorch": ok(92.0), "tensorrt": {"status": "failed", "reason": "boom"}},
+        "int8": {"tensorrt": ok(91.9)},
+    }
     checks = gate_checks(evals, Q)
     trt = [c for c in checks if c["backend"] == "tensorrt"]
     assert [(c["precision"], c["passed"]) for c in trt] == [("fp32", False), ("int8", True)]
@@ -168,19 +177,24 @@ def test_fp32_agreement_below_minimum_fails() -> None:
 @pytest.mark.parametrize("status", ["skipped", "unsupported", "not_evaluated"])
 def test_backends_that_did_not_run_produce_no_checks(status: str) -> None:
     rec = {"status": status, "reason": "n/a"}
-    evals = {"fp32": {"pytorch": ok(92.0), "tensorrt": rec},
-             "fp16": {"pytorch": rec, "tensorrt": rec},
-             "int8": {"pytorch": rec, "tensorrt": rec}}
+    evals = {
+        "fp32": {"pytorch": ok(92.0), "tensorrt": rec},
+        "fp16": {"pytorch": rec, "tensorrt": rec},
+        "int8": {"pytorch": rec, "tensorrt": rec},
+    }
     checks = gate_checks(evals, Q)
     assert [(c["backend"], c["precision"]) for c in checks] == [("pytorch", "fp32")]
 
 
-@pytest.mark.parametrize("reference_fields", [{}, {"agreement_images": 0, "top1_on_reference_images": None,
-                                                   "reference_top1": None}], ids=["absent", "empty"])
-@pytest.mark.parametrize("fp32", [{"fp32": {"pytorch": {"status": "skipped", "reason": "x"}}}, {}],
-                         ids=["fp32-skipped", "no-fp32"])
-def test_no_reference_at_all_yields_a_failing_check(fp32: dict[str, Any],
-                                                    reference_fields: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "reference_fields",
+    [{}, {"agreement_images": 0, "top1_on_reference_images": None, "reference_top1": None}],
+    ids=["absent", "empty"],
+)
+@pytest.mark.parametrize(
+    "fp32", [{"fp32": {"pytorch": {"status": "skipped", "reason": "x"}}}, {}], ids=["fp32-skipped", "no-fp32"]
+)
+def test_no_reference_at_all_yields_a_failing_check(fp32: dict[str, Any], reference_fields: dict[str, Any]) -> None:
     """No FP32 result and no export reference logits: the drop cannot be checked, so it fails."""
     evals = {**fp32, "int8": {"onnxruntime": {**ok(50.0), **reference_fields}}}
     checks = gate_checks(evals, Q)
@@ -192,11 +206,14 @@ def test_no_reference_at_all_yields_a_failing_check(fp32: dict[str, Any],
     assert c["detail"]
 
 
-def with_reference(top1: float, on_reference: float, reference_top1: float,
-                   images: int = 128) -> dict[str, Any]:
+def with_reference(top1: float, on_reference: float, reference_top1: float, images: int = 128) -> dict[str, Any]:
     """An evaluate record carrying the export-reference fields (stages/evaluate.py)."""
-    return {**ok(top1, 0.97), "agreement_images": images,
-            "top1_on_reference_images": on_reference, "reference_top1": reference_top1}
+    return {
+        **ok(top1, 0.97),
+        "agreement_images": images,
+        "top1_on_reference_images": on_reference,
+        "reference_top1": reference_top1,
+    }
 
 
 def test_without_fp32_results_the_export_reference_is_used_within_budget() -> None:
@@ -214,8 +231,10 @@ def test_without_fp32_results_the_export_reference_is_used_within_budget() -> No
 
 
 def test_without_fp32_results_the_export_reference_is_used_over_budget() -> None:
-    evals = {"fp32": {"pytorch": {"status": "skipped", "reason": "x"}},
-             "int8": {"tensorrt": with_reference(95.0, 89.0, 90.0, images=64)}}
+    evals = {
+        "fp32": {"pytorch": {"status": "skipped", "reason": "x"}},
+        "int8": {"tensorrt": with_reference(95.0, 89.0, 90.0, images=64)},
+    }
     c = by_key(gate_checks(evals, Q))[("tensorrt", "int8")]
     assert c["passed"] is False
     assert c["value"] == pytest.approx(1.0)
@@ -224,8 +243,7 @@ def test_without_fp32_results_the_export_reference_is_used_over_budget() -> None
 
 
 def test_fp32_results_are_preferred_over_the_export_reference() -> None:
-    evals = {"fp32": {"pytorch": ok(92.0)},
-             "int8": {"onnxruntime": with_reference(91.8, 80.0, 90.0)}}
+    evals = {"fp32": {"pytorch": ok(92.0)}, "int8": {"onnxruntime": with_reference(91.8, 80.0, 90.0)}}
     c = by_key(gate_checks(evals, Q))[("onnxruntime", "int8")]
     assert "pytorch fp32" in c["rule"] and "reference" not in c["rule"]
     assert c["value"] == pytest.approx(0.2) and c["passed"] is True
@@ -238,13 +256,19 @@ def _write_evals(project: Path, int8_top1: float) -> Path:
     model_dir = project / "reports" / "resnet18_cifar"
     skipped = {"status": "skipped", "reason": "no CUDA GPU"}
     evals = {
-        "fp32": {"pytorch": ok(80.0, 1.0), "torch_compile": {"status": "not_evaluated", "reason": "x"},
-                 "onnxruntime": ok(80.0, 1.0), "tensorrt": skipped},
-        "fp16": {"pytorch": skipped, "torch_compile": skipped, "onnxruntime": skipped,
-                 "tensorrt": skipped},
-        "int8": {"pytorch": {"status": "unsupported", "reason": "no INT8"},
-                 "torch_compile": {"status": "unsupported", "reason": "no INT8"},
-                 "onnxruntime": ok(int8_top1, 0.98), "tensorrt": skipped},
+        "fp32": {
+            "pytorch": ok(80.0, 1.0),
+            "torch_compile": {"status": "not_evaluated", "reason": "x"},
+            "onnxruntime": ok(80.0, 1.0),
+            "tensorrt": skipped,
+        },
+        "fp16": {"pytorch": skipped, "torch_compile": skipped, "onnxruntime": skipped, "tensorrt": skipped},
+        "int8": {
+            "pytorch": {"status": "unsupported", "reason": "no INT8"},
+            "torch_compile": {"status": "unsupported", "reason": "no INT8"},
+            "onnxruntime": ok(int8_top1, 0.98),
+            "tensorrt": skipped,
+        },
     }
     (model_dir / "eval").mkdir(parents=True)
     for prec, recs in evals.items():
@@ -255,8 +279,9 @@ def _write_evals(project: Path, int8_top1: float) -> Path:
 
 def test_gate_stage_passes(project: Path) -> None:
     model_dir = _write_evals(project, int8_top1=79.75)
-    proc = run_stage("gate", ["--model-dir", str(model_dir), "--out", str(model_dir / "gate.json")],
-                     project, check=False)
+    proc = run_stage(
+        "gate", ["--model-dir", str(model_dir), "--out", str(model_dir / "gate.json")], project, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     gate = json.loads((model_dir / "gate.json").read_text())
     assert gate["passed"] is True
@@ -266,8 +291,9 @@ def test_gate_stage_passes(project: Path) -> None:
 
 def test_gate_stage_fails_with_one_error_line(project: Path) -> None:
     model_dir = _write_evals(project, int8_top1=78.0)
-    proc = run_stage("gate", ["--model-dir", str(model_dir), "--out", str(model_dir / "gate.json")],
-                     project, check=False)
+    proc = run_stage(
+        "gate", ["--model-dir", str(model_dir), "--out", str(model_dir / "gate.json")], project, check=False
+    )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

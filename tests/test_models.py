@@ -14,10 +14,10 @@ from stages.lib.errors import CheckpointError, PretrainedWeightsError
 from stages.lib.models import build_model, load_checkpoint, macs_per_image, save_checkpoint
 from stages.lib.params import ModelParams
 
-R18 = ModelParams(name="resnet18_cifar", arch="resnet18", cifar_stem=True, image_size=32,
-                  num_classes=10, pretrained=False)
-R50 = ModelParams(name="resnet50", arch="resnet50", cifar_stem=False, image_size=224,
-                  num_classes=10, pretrained=False)
+R18 = ModelParams(
+    name="resnet18_cifar", arch="resnet18", cifar_stem=True, image_size=32, num_classes=10, pretrained=False
+)
+R50 = ModelParams(name="resnet50", arch="resnet50", cifar_stem=False, image_size=224, num_classes=10, pretrained=False)
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,7 @@ def resnet50() -> nn.Module:
 
 
 def _meta(name: str = "resnet18_cifar") -> dict:
-    return {"model": name, "arch": "resnet18", "classes": [f"c{i}" for i in range(10)],
-            "synthetic": True}
+    return {"model": name, "arch": "resnet18", "classes": [f"c{i}" for i in range(10)], "synthetic": True}
 
 
 # -- architectures ---------------------------------------------------------------------------
@@ -183,8 +182,7 @@ def test_pretrained_loads_body_keeps_fresh_head_and_stem(monkeypatch) -> None:
     torch.manual_seed(123)
     imagenet = torchvision.models.resnet18(weights=None)  # stands in for the downloaded weights
     state = imagenet.state_dict()
-    monkeypatch.setattr(torchvision.models.ResNet18_Weights, "get_state_dict",
-                        lambda self, *a, **k: state)
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights, "get_state_dict", lambda self, *a, **k: state)
     torch.manual_seed(0)
     model = build_model(dataclasses.replace(R18, pretrained=True))
     torch.testing.assert_close(model.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])

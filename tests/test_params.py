@@ -84,9 +84,7 @@ def test_each_data_option_validates_with_the_cpu_profile(option: str) -> None:
 @pytest.mark.parametrize("model", GROUP_OPTIONS["model"])
 @pytest.mark.parametrize("precision", GROUP_OPTIONS["precision"])
 @pytest.mark.parametrize("profile", GROUP_OPTIONS["profile"])
-def test_every_model_precision_profile_combination_validates(
-    model: str, precision: str, profile: str
-) -> None:
+def test_every_model_precision_profile_combination_validates(model: str, precision: str, profile: str) -> None:
     p = params_from_dict(compose([f"model={model}", f"precision={precision}", f"profile={profile}"]))
     assert p.model.name == model
     assert p.profile == profile
@@ -232,9 +230,7 @@ def test_unknown_top_level_key() -> None:
     raw["epochs"] = 3
     err, _ = _problems(raw)
     assert len(err.problems) == 1
-    assert err.problems[0].startswith(
-        "epochs: unknown key (valid: seed, profile, device, backends, precisions,"
-    )
+    assert err.problems[0].startswith("epochs: unknown key (valid: seed, profile, device, backends, precisions,")
 
 
 @pytest.mark.parametrize(
@@ -387,8 +383,7 @@ def test_calibration_images_must_fit_the_calibration_subset() -> None:
     raw["calibrate"]["num_images"] = 128
     err, _ = _problems(raw)
     assert err.problems == [
-        "calibrate.num_images (128) exceeds data.calib_size (100): raise data.calib_size or lower "
-        "calibrate.num_images"
+        "calibrate.num_images (128) exceeds data.calib_size (100): raise data.calib_size or lower calibrate.num_images"
     ]
 
 

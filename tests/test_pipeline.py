@@ -49,9 +49,7 @@ class Repo:
         self.env.pop("PYTHONPATH", None)
 
     def run(self, *args: str, check: bool = True, timeout: int = 600) -> str:
-        proc = subprocess.run(
-            list(args), cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout
-        )
+        proc = subprocess.run(list(args), cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout)
         out = proc.stdout + proc.stderr
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{out[-6000:]}")
@@ -156,12 +154,19 @@ def test_first_repro_writes_the_report(repo: Repo, first_repro: str) -> None:
     assert "> **SYNTHETIC DATA**" in md
     assert "profile cpu, no CUDA GPU, no TensorRT" in md
     skipped = md.split("## Skipped or not run", 1)[1].split("\n## ", 1)[0]
+    not_run = {}  # '- **status**: reason (a, b, ...)' -> {a: (status, reason), ...}
+    for line in skipped.splitlines():
+        m = re.match(r"- \*\*(\S+)\*\*: (.*) \(([^()]*)\)$", line)
+        if m:
+            not_run.update({where: (m.group(1), m.group(2)) for where in m.group(3).split(", ")})
     for prec in ("FP32", "FP16", "INT8"):
-        assert re.search(rf"- build TensorRT {prec}: \*\*skipped\*\*: \S", skipped), prec
-        assert re.search(rf"- evaluate tensorrt {prec}: \*\*skipped\*\*: TensorRT", skipped), prec
-        assert re.search(rf"- benchmark tensorrt {prec}: \*\*skipped\*\*: TensorRT", skipped), prec
+        assert not_run[f"build TensorRT {prec}"][0] == "skipped", prec
+        assert not_run[f"evaluate tensorrt {prec}"][0] == "skipped", prec
+        assert not_run[f"evaluate tensorrt {prec}"][1].startswith("TensorRT"), prec
+        assert not_run[f"benchmark tensorrt {prec}"][1].startswith("TensorRT"), prec
     for backend in ("pytorch", "onnxruntime"):
-        assert re.search(rf"- evaluate {backend} FP16: \*\*skipped\*\*: .*(CUDA|cuda)", skipped), backend
+        status, reason = not_run[f"evaluate {backend} FP16"]
+        assert status == "skipped" and re.search("CUDA|cuda", reason), backend
     assert "| onnxruntime | INT8 |" in md and "| pytorch | FP32 |" in md
 
     metrics = repo.json(f"{D}/metrics.json")
@@ -240,9 +245,7 @@ def test_exp_run_precision_int8_reruns_only_what_depends_on_it(repo: Repo, first
     assert repo.json(f"{D}/gate.json")["passed"] is True
 
 
-def test_exp_run_more_epochs_reruns_train_and_everything_downstream(
-    repo: Repo, stage_names: list[str]
-) -> None:
+def test_exp_run_more_epochs_reruns_train_and_everything_downstream(repo: Repo, stage_names: list[str]) -> None:
     repo.git("checkout", "--", ".")  # back to the committed baseline (all precisions)
     out = repo.dvc("exp", "run", "-S", "train.epochs=2")
     assert yaml.safe_load((repo.path / "params.yaml").read_text())["train"]["epochs"] == 2

@@ -32,9 +32,12 @@ def params() -> Params:
 @pytest.fixture(scope="module")
 def artifacts(prepared_tiny: Path) -> dict[str, Artifacts]:
     root = prepared_tiny / M
-    return {prec: Artifacts(checkpoint=root / "checkpoint.pt", onnx=root / "onnx" / f"{prec}.onnx",
-                            engine_dir=root / "engines" / prec)
-            for prec in ("fp32", "fp16", "int8")}
+    return {
+        prec: Artifacts(
+            checkpoint=root / "checkpoint.pt", onnx=root / "onnx" / f"{prec}.onnx", engine_dir=root / "engines" / prec
+        )
+        for prec in ("fp32", "fp16", "int8")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +81,10 @@ def test_pytorch_and_onnxruntime_agree(params, artifacts, batch) -> None:
 
 
 def test_onnxruntime_int8_runner_follows_fp32(params, artifacts, batch) -> None:
-    with create_runner("onnxruntime", "fp32", artifacts["fp32"], params) as r32, \
-            create_runner("onnxruntime", "int8", artifacts["int8"], params) as r8:
+    with (
+        create_runner("onnxruntime", "fp32", artifacts["fp32"], params) as r32,
+        create_runner("onnxruntime", "int8", artifacts["int8"], params) as r8,
+    ):
         ref, got = r32.infer(batch), r8.infer(batch)
     assert got.shape == (6, 10) and got.dtype == np.float32
     assert not np.array_equal(got, ref)  # really the quantized model
@@ -92,14 +97,12 @@ def test_pytorch_int8_is_unsupported(params, artifacts) -> None:
 
 
 def test_pytorch_fp16_on_cpu_is_unavailable(params, artifacts) -> None:
-    with pytest.raises(BackendUnavailable,
-                       match=r"pytorch: FP16 inference is run on CUDA only \(device=cpu\)"):
+    with pytest.raises(BackendUnavailable, match=r"pytorch: FP16 inference is run on CUDA only \(device=cpu\)"):
         create_runner("pytorch", "fp16", artifacts["fp16"], params)
 
 
 def test_onnxruntime_fp16_on_cpu_is_unavailable(params, artifacts) -> None:
-    with pytest.raises(BackendUnavailable,
-                       match="onnxruntime: FP16 convolutions run on the CUDA provider only"):
+    with pytest.raises(BackendUnavailable, match="onnxruntime: FP16 convolutions run on the CUDA provider only"):
         create_runner("onnxruntime", "fp16", artifacts["fp16"], params)
 
 
@@ -269,8 +272,7 @@ def test_measure_span_counts_all_steps() -> None:
 
 def test_timed_op_close_runs_cleanup_once_in_reverse() -> None:
     calls: list[str] = []
-    op = TimedOp(lambda: None, lambda: None, None, "x",
-                 cleanup=[lambda: calls.append("a"), lambda: calls.append("b")])
+    op = TimedOp(lambda: None, lambda: None, None, "x", cleanup=[lambda: calls.append("a"), lambda: calls.append("b")])
     op.close()
     op.close()
     assert calls == ["b", "a"]

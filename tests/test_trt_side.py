@@ -20,9 +20,17 @@ from stages.lib.trt import builder, common, fingerprint, inspect
 from tests.conftest import ROOT, run_stage
 
 TRT_SIDE = [
-    "stages.build", "stages.probe", "stages.evaluate", "stages.benchmark",
-    "stages.lib.runners.trt_runner", "stages.lib.trt.builder", "stages.lib.trt.calibrator",
-    "stages.lib.trt.inspect", "stages.lib.trt.fingerprint", "stages.lib.cuda", "stages.lib.timing",
+    "stages.build",
+    "stages.probe",
+    "stages.evaluate",
+    "stages.benchmark",
+    "stages.lib.runners.trt_runner",
+    "stages.lib.trt.builder",
+    "stages.lib.trt.calibrator",
+    "stages.lib.trt.inspect",
+    "stages.lib.trt.fingerprint",
+    "stages.lib.cuda",
+    "stages.lib.timing",
 ]
 BLOCKED = ("torch", "torchvision", "onnx", "onnxruntime", "PIL", "pandas", "matplotlib", "hydra", "dvc")
 
@@ -49,8 +57,11 @@ def test_trt_side_modules_import_without_torch_or_onnx() -> None:
     assert proc.stdout.strip() == "ok"
 
 
-@pytest.mark.parametrize("mod", TRT_SIDE + ["stages.lib.io", "stages.lib.params", "stages.lib.data",
-                                            "stages.lib.runners.base", "stages.lib.interpreter"])
+@pytest.mark.parametrize(
+    "mod",
+    TRT_SIDE
+    + ["stages.lib.io", "stages.lib.params", "stages.lib.data", "stages.lib.runners.base", "stages.lib.interpreter"],
+)
 def test_trt_side_modules_parse_as_python_310(mod: str) -> None:
     source = _module_file(mod).read_text()
     ast.parse(source, feature_version=(3, 10))  # raises SyntaxError on 3.11+ syntax
@@ -67,7 +78,7 @@ def _python310() -> str | None:
 
 @pytest.mark.skipif(_python310() is None, reason="no Python 3.10 with numpy and pyyaml here")
 def test_trt_side_modules_import_under_python_310() -> None:
-    code = "import importlib\nfor m in %r: importlib.import_module(m)\nprint('ok')" % (TRT_SIDE,)
+    code = f"import importlib\nfor m in {TRT_SIDE!r}: importlib.import_module(m)\nprint('ok')"
     proc = subprocess.run([_python310(), "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
@@ -80,10 +91,13 @@ def _fake_trt(version: str) -> SimpleNamespace:
     flags = {"8.6": ["EXPLICIT_BATCH"], "10": ["EXPLICIT_BATCH", "STRONGLY_TYPED"], "11": ["STRONGLY_TYPED"]}
     creation = SimpleNamespace(**{n: i for i, n in enumerate(flags[version])})
     builder_flags = SimpleNamespace(FP16=0, INT8=1, TF32=2) if version != "11" else SimpleNamespace(TF32=2)
-    trt = SimpleNamespace(__version__=version, NetworkDefinitionCreationFlag=creation, BuilderFlag=builder_flags,
-                          TacticSource=SimpleNamespace(CUBLAS=0, CUBLAS_LT=1, CUDNN=2,
-                                                       EDGE_MASK_CONVOLUTIONS=3, JIT_CONVOLUTIONS=4),
-                          float16="half")
+    trt = SimpleNamespace(
+        __version__=version,
+        NetworkDefinitionCreationFlag=creation,
+        BuilderFlag=builder_flags,
+        TacticSource=SimpleNamespace(CUBLAS=0, CUBLAS_LT=1, CUDNN=2, EDGE_MASK_CONVOLUTIONS=3, JIT_CONVOLUTIONS=4),
+        float16="half",
+    )
     if version != "11":
         trt.IInt8EntropyCalibrator2 = object
     return trt
@@ -139,14 +153,23 @@ def test_tactic_sources_drop_cublas_and_cudnn_only() -> None:
 
 
 def test_parse_layers_reads_precision_from_output_format() -> None:
-    info = {"Layers": [
-        {"Name": "conv1 + relu", "LayerType": "CaskConvolution", "TacticName": "sm90_xmma",
-         "Outputs": [{"Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}]},
-        {"Name": "fc", "LayerType": "CaskGemm",
-         "Outputs": [{"Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}]},
-        {"Name": "out", "LayerType": "Reformat", "Outputs": [{"Format/Datatype": "Row major linear FP32"}]},
-        "names-only-layer",
-    ]}
+    info = {
+        "Layers": [
+            {
+                "Name": "conv1 + relu",
+                "LayerType": "CaskConvolution",
+                "TacticName": "sm90_xmma",
+                "Outputs": [{"Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}],
+            },
+            {
+                "Name": "fc",
+                "LayerType": "CaskGemm",
+                "Outputs": [{"Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}],
+            },
+            {"Name": "out", "LayerType": "Reformat", "Outputs": [{"Format/Datatype": "Row major linear FP32"}]},
+            "names-only-layer",
+        ]
+    }
     rows = inspect.parse_layers(info)
     assert [r["precision"] for r in rows] == ["INT8", "FP16", "FP32", "unknown"]
     assert rows[0]["type"] == "CaskConvolution" and rows[0]["tactic"] == "sm90_xmma"
@@ -155,26 +178,45 @@ def test_parse_layers_reads_precision_from_output_format() -> None:
 def test_parse_layers_maps_abbreviated_types_and_quantized_inputs() -> None:
     """Without an execution context the inspector abbreviates types ("Float", "Half", "Int8");
     a quantized conv reads INT8 (inputs or weights) but may write FP16, and counts as INT8."""
+
     def fmt(*types: str) -> list[dict[str, str]]:
         return [{"Format/Datatype": t} for t in types]
 
-    info = {"Layers": [
-        {"Name": "conv1 + relu", "LayerType": "CaskConvolution", "Inputs": fmt("Int8"),
-         "Outputs": fmt("Half")},
-        {"Name": "conv2 + add", "LayerType": "CaskConvolution", "Inputs": fmt("Int8", "Int8"),
-         "Outputs": fmt("Float")},
-        {"Name": "conv3", "LayerType": "CaskConvolution", "Weights": {"Type": "Int8", "Count": 9},
-         "Inputs": fmt("Half"), "Outputs": fmt("Half")},
-        {"Name": "add (mixed)", "LayerType": "ElementWise", "Inputs": fmt("Int8", "Half"),
-         "Outputs": fmt("Half")},
-        {"Name": "fc", "LayerType": "CaskGemm", "Weights": {"Type": "Half", "Count": 5120},
-         "Inputs": fmt("Half"), "Outputs": fmt("Half")},
-        {"Name": "out", "LayerType": "Reformat", "Inputs": fmt("Half"), "Outputs": fmt("Float")},
-    ]}
+    info = {
+        "Layers": [
+            {"Name": "conv1 + relu", "LayerType": "CaskConvolution", "Inputs": fmt("Int8"), "Outputs": fmt("Half")},
+            {
+                "Name": "conv2 + add",
+                "LayerType": "CaskConvolution",
+                "Inputs": fmt("Int8", "Int8"),
+                "Outputs": fmt("Float"),
+            },
+            {
+                "Name": "conv3",
+                "LayerType": "CaskConvolution",
+                "Weights": {"Type": "Int8", "Count": 9},
+                "Inputs": fmt("Half"),
+                "Outputs": fmt("Half"),
+            },
+            {"Name": "add (mixed)", "LayerType": "ElementWise", "Inputs": fmt("Int8", "Half"), "Outputs": fmt("Half")},
+            {
+                "Name": "fc",
+                "LayerType": "CaskGemm",
+                "Weights": {"Type": "Half", "Count": 5120},
+                "Inputs": fmt("Half"),
+                "Outputs": fmt("Half"),
+            },
+            {"Name": "out", "LayerType": "Reformat", "Inputs": fmt("Half"), "Outputs": fmt("Float")},
+        ]
+    }
     rows = inspect.parse_layers(info)
     assert [(r["name"], r["precision"]) for r in rows] == [
-        ("conv1 + relu", "INT8"), ("conv2 + add", "INT8"), ("conv3", "INT8"),
-        ("add (mixed)", "FP16"), ("fc", "FP16"), ("out", "FP32"),
+        ("conv1 + relu", "INT8"),
+        ("conv2 + add", "INT8"),
+        ("conv3", "INT8"),
+        ("add (mixed)", "FP16"),
+        ("fc", "FP16"),
+        ("out", "FP32"),
     ]
     abbreviated = [inspect.precision_of(t) for t in ("Float", "Half", "Int8", "")]
     assert abbreviated == ["FP32", "FP16", "INT8", "unknown"]
@@ -192,8 +234,7 @@ def test_fingerprint_mismatch_names_both_sides_and_the_fix() -> None:
 
 
 def test_probe_without_tensorrt_or_gpu_says_why(tmp_path: Path) -> None:
-    proc = run_stage("probe", ["--out", str(tmp_path / "fp.json")], ROOT,
-                     env={"TRT_PYTHON": ""})
+    proc = run_stage("probe", ["--out", str(tmp_path / "fp.json")], ROOT, env={"TRT_PYTHON": ""})
     fp = json.loads((tmp_path / "fp.json").read_text())
     if fp["available"]:
         pytest.skip("this machine has TensorRT and a GPU")
@@ -208,9 +249,23 @@ def test_build_without_tensorrt_records_skip_and_removes_stale_engine(project: P
     (out / "timing.cache").write_bytes(b"keep me")
     fp = project / "fp.json"
     fp.write_text(json.dumps({"available": False, "reason": "no CUDA GPU visible", "gpu": None}))
-    run_stage("build", ["--precision", "fp32", "--onnx", "missing.onnx", "--fingerprint", str(fp),
-                        "--out-dir", str(out), "--report", str(project / "build.json")], project,
-              env={"TRT_PYTHON": ""})
+    run_stage(
+        "build",
+        [
+            "--precision",
+            "fp32",
+            "--onnx",
+            "missing.onnx",
+            "--fingerprint",
+            str(fp),
+            "--out-dir",
+            str(out),
+            "--report",
+            str(project / "build.json"),
+        ],
+        project,
+        env={"TRT_PYTHON": ""},
+    )
     record = json.loads((out / "build.json").read_text())
     assert record["status"] == "skipped" and record["reason"] == "no CUDA GPU visible"
     assert not (out / "model.engine").exists()
@@ -222,11 +277,15 @@ def test_trt_python_runs_tensorrt_stages_in_that_interpreter(project: Path, tmp_
     """With TRT_PYTHON set, probe and build re-run themselves in it (here a recording stub)."""
     log = tmp_path / "calls.txt"
     stub = tmp_path / "trt-python"
-    stub.write_text(f"#!/bin/sh\necho \"$PIPELINE_CHILD $*\" >> {log}\nexit 0\n")
+    stub.write_text(f'#!/bin/sh\necho "$PIPELINE_CHILD $*" >> {log}\nexit 0\n')
     stub.chmod(0o755)
     run_stage("probe", ["--out", "fp.json"], project, env={"TRT_PYTHON": str(stub)})
-    run_stage("build", ["--precision", "int8", "--onnx", "a.onnx", "--fingerprint", "fp.json",
-                        "--out-dir", "e", "--report", "r.json"], project, env={"TRT_PYTHON": str(stub)})
+    run_stage(
+        "build",
+        ["--precision", "int8", "--onnx", "a.onnx", "--fingerprint", "fp.json", "--out-dir", "e", "--report", "r.json"],
+        project,
+        env={"TRT_PYTHON": str(stub)},
+    )
     calls = log.read_text().splitlines()
     assert calls[0] == "trt -m stages.probe --out fp.json"
     assert calls[1].startswith("trt -m stages.build --precision int8 --onnx a.onnx")

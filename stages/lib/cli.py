@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 
 def configure_logging() -> None:
     level = os.environ.get("PIPELINE_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -22,9 +22,7 @@ def _runtime() -> Any:
         try:
             from cuda import cudart  # type: ignore[no-redef]  # older cuda-python
         except ImportError as exc:
-            raise BackendUnavailable(
-                "cuda-python is not installed (pip install 'trt-pipeline[gpu]')"
-            ) from exc
+            raise BackendUnavailable("cuda-python is not installed (pip install 'trt-pipeline[gpu]')") from exc
     return cudart
 
 
@@ -119,14 +117,12 @@ class PinnedArray:
 
 def copy_htod_async(dst_ptr: int, src_ptr: int, nbytes: int, stream: Stream) -> None:
     cudart = _runtime()
-    check(cudart.cudaMemcpyAsync(dst_ptr, src_ptr, nbytes,
-                                 cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle))
+    check(cudart.cudaMemcpyAsync(dst_ptr, src_ptr, nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle))
 
 
 def copy_dtoh_async(dst_ptr: int, src_ptr: int, nbytes: int, stream: Stream) -> None:
     cudart = _runtime()
-    check(cudart.cudaMemcpyAsync(dst_ptr, src_ptr, nbytes,
-                                 cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle))
+    check(cudart.cudaMemcpyAsync(dst_ptr, src_ptr, nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle))
 
 
 class Event:
@@ -153,8 +149,9 @@ class Graph:
 
     def __init__(self, stream: Stream, enqueue: Any) -> None:
         cudart = _runtime()
-        check(cudart.cudaStreamBeginCapture(
-            stream.handle, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
+        check(
+            cudart.cudaStreamBeginCapture(stream.handle, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
+        )
         try:
             enqueue()
         finally:

@@ -31,8 +31,16 @@ from .progress import progress
 log = logging.getLogger(__name__)
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -105,8 +113,7 @@ def _find_folder(raw: Path):  # type: ignore[no-untyped-def]
         if (root / "train").is_dir() and (root / "test").is_dir():
             return lambda root=root: _load_folder_tree(root)
     archives = sorted(
-        p for p in raw.glob("*")
-        if p.name.endswith((".tar.gz", ".tgz")) and p.name != "cifar-10-python.tar.gz"
+        p for p in raw.glob("*") if p.name.endswith((".tar.gz", ".tgz")) and p.name != "cifar-10-python.tar.gz"
     )
     if archives:
         return lambda: _load_folder_tar(archives[0])
@@ -163,8 +170,7 @@ def _load_pickle_tar(archive: Path) -> RawDataset:
     missing = [n for n in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"] if n not in blobs]
     if missing:
         raise DatasetError(f"{archive}: lacks {', '.join(missing)}; {LAYOUT_HELP}")
-    train = _batches_to_split([_unpickle(blobs[f"data_batch_{i}"], str(archive)) for i in range(1, 6)],
-                              str(archive))
+    train = _batches_to_split([_unpickle(blobs[f"data_batch_{i}"], str(archive)) for i in range(1, 6)], str(archive))
     test = _batches_to_split([_unpickle(blobs["test_batch"], str(archive))], str(archive))
     return RawDataset(train, test, CIFAR10_CLASSES, f"pickle:{archive}", False)
 
@@ -182,8 +188,7 @@ def _decode_image(blob: bytes, name: str) -> np.ndarray:
     return arr
 
 
-def _split_from_files(files: dict[str, list[tuple[str, bytes]]] | None, where: str,
-                      classes: tuple[str, ...]) -> Split:
+def _split_from_files(files: dict[str, list[tuple[str, bytes]]] | None, where: str, classes: tuple[str, ...]) -> Split:
     images: list[np.ndarray] = []
     labels: list[int] = []
     items = [(c, name, blob) for c in classes for name, blob in sorted(files.get(c, []))]  # type: ignore[union-attr]
@@ -201,8 +206,7 @@ def _check_classes(train: dict, test: dict, where: str) -> tuple[str, ...]:
         raise DatasetError(f"{where}: train/ has no class folders; {LAYOUT_HELP}")
     if sorted(test) != list(classes):
         raise DatasetError(
-            f"{where}: train/ and test/ class folders differ "
-            f"({', '.join(classes)} vs {', '.join(sorted(test))})"
+            f"{where}: train/ and test/ class folders differ ({', '.join(classes)} vs {', '.join(sorted(test))})"
         )
     return classes
 
@@ -212,8 +216,7 @@ def _load_folder_tree(root: Path) -> RawDataset:
         out: dict[str, list[tuple[str, bytes]]] = {}
         for cls_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
             out[cls_dir.name] = [
-                (str(f), f.read_bytes()) for f in sorted(cls_dir.iterdir())
-                if f.suffix.lower() in IMAGE_SUFFIXES
+                (str(f), f.read_bytes()) for f in sorted(cls_dir.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES
             ]
         return out
 
@@ -222,7 +225,9 @@ def _load_folder_tree(root: Path) -> RawDataset:
     return RawDataset(
         _split_from_files(train_files, f"{root}/train", classes),
         _split_from_files(test_files, f"{root}/test", classes),
-        classes, f"folder:{root}", False,
+        classes,
+        f"folder:{root}",
+        False,
     )
 
 
@@ -246,7 +251,9 @@ def _load_folder_tar(archive: Path) -> RawDataset:
     return RawDataset(
         _split_from_files(files["train"], f"{archive}:train", classes),
         _split_from_files(files["test"], f"{archive}:test", classes),
-        classes, f"folder-archive:{archive}", False,
+        classes,
+        f"folder-archive:{archive}",
+        False,
     )
 
 
@@ -259,9 +266,7 @@ def _download(raw: Path) -> Path:
         urllib.request.urlretrieve(CIFAR10_URL, part)
     except (urllib.error.URLError, OSError) as exc:
         part.unlink(missing_ok=True)
-        raise DatasetError(
-            f"no CIFAR-10 in {raw}/ and the download failed ({exc}); {LAYOUT_HELP}"
-        ) from exc
+        raise DatasetError(f"no CIFAR-10 in {raw}/ and the download failed ({exc}); {LAYOUT_HELP}") from exc
     digest = hashlib.md5(part.read_bytes()).hexdigest()  # noqa: S324 - the published checksum
     if digest != CIFAR10_MD5:
         part.unlink()
@@ -352,4 +357,4 @@ def preprocess(images: np.ndarray, mean: list[float], std: list[float], size: in
 def batches(split: Split, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(images uint8 NHWC, labels) in order, the last batch possibly smaller."""
     for start in range(0, len(split), batch_size):
-        yield split.images[start:start + batch_size], split.labels[start:start + batch_size]
+        yield split.images[start : start + batch_size], split.labels[start : start + batch_size]

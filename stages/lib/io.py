@@ -63,8 +63,9 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     except FileNotFoundError as exc:
         raise InputFileError(f"{path} is missing: run `dvc repro` (or the stage that writes it)") from exc
     except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as exc:
-        raise InputFileError(f"{path} is not a readable JSON file ({exc}): run `dvc repro -f` "
-                             "for the stage that writes it") from exc
+        raise InputFileError(
+            f"{path} is not a readable JSON file ({exc}): run `dvc repro -f` for the stage that writes it"
+        ) from exc
 
 
 def write_csv(dest: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:

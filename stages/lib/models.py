@@ -47,9 +47,7 @@ def _load_imagenet(model: nn.Module, p: ModelParams) -> None:
     skip = {"fc.weight", "fc.bias"}
     if p.cifar_stem:
         skip.add("conv1.weight")
-    missing, unexpected = model.load_state_dict(
-        {k: v for k, v in state.items() if k not in skip}, strict=False
-    )
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=False)
     log.info("loaded ImageNet weights for %s (fresh: %s)", p.arch, ", ".join(sorted(missing)))
 
 
@@ -70,13 +68,10 @@ def load_checkpoint(path: str | Path, p: ModelParams) -> tuple[nn.Module, dict[s
         state, meta = blob["state_dict"], blob["meta"]
     except Exception as exc:  # torch.load raises many types on corrupt files
         raise CheckpointError(
-            f"{path}: corrupt or not a checkpoint of this pipeline ({type(exc).__name__}); "
-            f"run `dvc repro -f train`"
+            f"{path}: corrupt or not a checkpoint of this pipeline ({type(exc).__name__}); run `dvc repro -f train`"
         ) from exc
     if meta.get("model") != p.name:
-        raise CheckpointError(
-            f"{path} holds model {meta.get('model')!r}, params ask for {p.name!r}: run `dvc repro`"
-        )
+        raise CheckpointError(f"{path} holds model {meta.get('model')!r}, params ask for {p.name!r}: run `dvc repro`")
     model = build_model(_without_pretrained(p))
     try:
         model.load_state_dict(state)

@@ -243,8 +243,7 @@ def validate(p: Params) -> list[str]:
     for i, prof in enumerate(p.build.profiles):
         if not 1 <= prof.min <= prof.opt <= prof.max:
             problems.append(
-                f"build.profiles[{i}]: need 1 <= min <= opt <= max, got "
-                f"min={prof.min} opt={prof.opt} max={prof.max}"
+                f"build.profiles[{i}]: need 1 <= min <= opt <= max, got min={prof.min} opt={prof.opt} max={prof.max}"
             )
     return problems
 

@@ -19,8 +19,7 @@ def progress(items: Iterable[T], total: int | None = None, desc: str = "") -> It
     except ImportError:
         yield from _log_progress(items, total, desc)
         return
-    yield from tqdm(items, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True,
-                    mininterval=1.0, leave=False)
+    yield from tqdm(items, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=1.0, leave=False)
 
 
 def _log_progress(items: Iterable[T], total: int | None, desc: str) -> Iterator[T]:

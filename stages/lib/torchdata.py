@@ -11,8 +11,9 @@ from .data import Split
 class DeviceDataset:
     """A split held on the device as uint8 NCHW; batches are augmented and normalised there."""
 
-    def __init__(self, split: Split, device: torch.device, mean: list[float], std: list[float],
-                 size: int, pad: int = 4) -> None:
+    def __init__(
+        self, split: Split, device: torch.device, mean: list[float], std: list[float], size: int, pad: int = 4
+    ) -> None:
         x = torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous()
         self.images = x.to(device)
         self.padded = F.pad(self.images, (pad, pad, pad, pad)) if pad else self.images

@@ -61,8 +61,12 @@ class Runner(abc.ABC):
     def end_to_end_op(self, batch_size: int) -> TimedOp:
         """One inference from a host array to host logits, copies included."""
         x = _bench_input(batch_size, self.input_shape())
-        return TimedOp(step=lambda: self.infer(x), sync=lambda: None, stream=None,
-                       timed="host clock around infer(): host input -> host logits")
+        return TimedOp(
+            step=lambda: self.infer(x),
+            sync=lambda: None,
+            stream=None,
+            timed="host clock around infer(): host input -> host logits",
+        )
 
     def pipelined_op(self, batch_size: int, streams: int) -> TimedOp | None:
         """End-to-end with copies overlapped with compute; None if not supported."""

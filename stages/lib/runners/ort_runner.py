@@ -49,9 +49,10 @@ class OrtRunner(Runner):
         opts.log_severity_level = 3
         providers: list[Any] = ["CPUExecutionProvider"]
         if self.device == "cuda":
-            providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE",
-                                                    "use_tf32": int(self.tf32)}),
-                         "CPUExecutionProvider"]
+            providers = [
+                ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": int(self.tf32)}),
+                "CPUExecutionProvider",
+            ]
         try:
             self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=providers)
         except Exception as exc:  # ORT raises its own exception types from C++
@@ -60,7 +61,8 @@ class OrtRunner(Runner):
         if self.device == "cuda" and active[0] != "CUDAExecutionProvider":
             raise BackendUnavailable(
                 f"onnxruntime: the CUDA provider failed to initialise (active: {', '.join(active)}); "
-                "check that onnxruntime-gpu matches this CUDA/cuDNN")
+                "check that onnxruntime-gpu matches this CUDA/cuDNN"
+            )
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
@@ -78,8 +80,12 @@ class OrtRunner(Runner):
     def compute_op(self, batch_size: int, cuda_graph: bool) -> TimedOp:
         x = bench_input(batch_size, self.input_shape())
         if self.device != "cuda":
-            return TimedOp(lambda: self.infer(x), lambda: None, None,
-                           "host clock around session.run() on host arrays (CPU provider)")
+            return TimedOp(
+                lambda: self.infer(x),
+                lambda: None,
+                None,
+                "host clock around session.run() on host arrays (CPU provider)",
+            )
         import onnxruntime as ort
 
         x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
@@ -91,9 +97,13 @@ class OrtRunner(Runner):
         def step() -> None:
             sess.run_with_iobinding(binding)
 
-        return TimedOp(step, lambda: None, None,
-                       "host clock around run_with_iobinding() on device-resident input and "
-                       "output (ORT synchronises its CUDA stream at the end of each run)")
+        return TimedOp(
+            step,
+            lambda: None,
+            None,
+            "host clock around run_with_iobinding() on device-resident input and "
+            "output (ORT synchronises its CUDA stream at the end of each run)",
+        )
 
     def end_to_end_op(self, batch_size: int) -> TimedOp:
         op = super().end_to_end_op(batch_size)
@@ -104,5 +114,9 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         providers = self.session.get_providers() if self.session else []
-        return {"onnxruntime": ort.__version__, "providers": providers, "model": str(self.onnx_path),
-                "tf32": self.tf32 if self.device == "cuda" else None}
+        return {
+            "onnxruntime": ort.__version__,
+            "providers": providers,
+            "model": str(self.onnx_path),
+            "tf32": self.tf32 if self.device == "cuda" else None,
+        }

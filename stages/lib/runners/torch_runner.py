@@ -32,8 +32,8 @@ def create(backend: str, precision: str, artifacts: Artifacts, params: Params) -
         raise BackendUnavailable(f"{backend}: FP16 inference is run on CUDA only (device=cpu)")
     if backend == "torch_compile" and precision != "fp16":
         raise UnsupportedCombination(
-            "torch_compile is run in FP16 only, its strongest setting (each batch shape costs a "
-            "compilation)")
+            "torch_compile is run in FP16 only, its strongest setting (each batch shape costs a compilation)"
+        )
     if backend == "torch_compile" and not cuda:
         raise BackendUnavailable("torch_compile: benchmarked on CUDA only (device=cpu)")
     if artifacts.checkpoint is None:
@@ -42,8 +42,7 @@ def create(backend: str, precision: str, artifacts: Artifacts, params: Params) -
 
 
 class TorchRunner(Runner):
-    def __init__(self, backend: str, precision: str, params: Params, checkpoint: Any,
-                 compiled: bool) -> None:
+    def __init__(self, backend: str, precision: str, params: Params, checkpoint: Any, compiled: bool) -> None:
         super().__init__(precision, "cuda" if params.device == "cuda" else "cpu")
         self.backend = backend
         self.params = params
@@ -86,9 +85,11 @@ class TorchRunner(Runner):
         x = self._device_input(batch_size)
         model = self.model
         if self.device != "cuda":
+
             def step() -> None:
                 with torch.inference_mode():
                     model(x)
+
             return TimedOp(step, lambda: None, None, "host clock around forward() on CPU tensors")
 
         step, graphed = _cuda_step(model, x, cuda_graph)
@@ -110,12 +111,15 @@ class TorchRunner(Runner):
                 y = model(dev.to(self.dtype).contiguous(memory_format=self.memory_format))
                 out_host.copy_(y.float(), non_blocking=True)
 
-        return TimedOp(step, torch.cuda.synchronize, None,
-                       "host clock: pinned fp32 host input -> H2D -> forward -> D2H, synchronised")
+        return TimedOp(
+            step,
+            torch.cuda.synchronize,
+            None,
+            "host clock: pinned fp32 host input -> H2D -> forward -> D2H, synchronised",
+        )
 
     def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"torch": torch.__version__, "device": self.device,
-                                "compiled": self.compiled}
+        info: dict[str, Any] = {"torch": torch.__version__, "device": self.device, "compiled": self.compiled}
         if self.device == "cuda":
             info["memory_format"] = "channels_last"
             info["torch_cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -124,6 +128,7 @@ class TorchRunner(Runner):
 
 def _cuda_step(model: Any, x: torch.Tensor, cuda_graph: bool) -> tuple[Any, bool]:
     """A step that runs ``model(x)``; captured as a CUDA graph when asked and possible."""
+
     def eager() -> None:
         with torch.inference_mode():
             model(x)

@@ -79,8 +79,10 @@ class TrtRunner(Runner):
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self.engine is None:
-            raise EngineError(f"{self.engine_path}: TensorRT {trt.__version__} cannot load it "
-                              "(corrupt, or built by another version): run `dvc repro`")
+            raise EngineError(
+                f"{self.engine_path}: TensorRT {trt.__version__} cannot load it "
+                "(corrupt, or built by another version): run `dvc repro`"
+            )
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -119,8 +121,10 @@ class TrtRunner(Runner):
         fits = [k for k, (lo, _, hi) in enumerate(self.profiles) if lo <= batch <= hi]
         if not fits:
             ranges = ", ".join(f"[{lo}..{hi}]" for lo, _, hi in self.profiles)
-            raise EngineError(f"batch size {batch} is outside every optimization profile of "
-                              f"{self.engine_path} ({ranges}): adjust build.profiles")
+            raise EngineError(
+                f"batch size {batch} is outside every optimization profile of "
+                f"{self.engine_path} ({ranges}): adjust build.profiles"
+            )
         return min(fits, key=lambda k: (abs(self.profiles[k][1] - batch), k))
 
     def _slot(self, batch: int) -> _Slot:
@@ -133,11 +137,15 @@ class TrtRunner(Runner):
             max_b = self.profiles[k][2]
             shape_in = (max_b, *self.input_shape())
             shape_out = (max_b, self.num_classes)
-            slot = _Slot(ctx, k, max_b,
-                         cuda.DeviceBuffer(_nbytes(shape_in, self.in_dtype)),
-                         cuda.DeviceBuffer(_nbytes(shape_out, self.out_dtype)),
-                         cuda.PinnedArray(shape_in, self.in_dtype),
-                         cuda.PinnedArray(shape_out, self.out_dtype))
+            slot = _Slot(
+                ctx,
+                k,
+                max_b,
+                cuda.DeviceBuffer(_nbytes(shape_in, self.in_dtype)),
+                cuda.DeviceBuffer(_nbytes(shape_out, self.out_dtype)),
+                cuda.PinnedArray(shape_in, self.in_dtype),
+                cuda.PinnedArray(shape_out, self.out_dtype),
+            )
             self.slots[k] = slot
         return self.slots[k]
 
@@ -172,8 +180,7 @@ class TrtRunner(Runner):
         self._bind(slot, batch_size, slot.d_in.ptr, slot.d_out.ptr)
         x = bench_input(batch_size, self.input_shape())
         slot.h_in.array[:batch_size] = x
-        cuda.copy_htod_async(slot.d_in.ptr, slot.h_in.ptr, slot.h_in.array[:batch_size].nbytes,
-                             self.stream)
+        cuda.copy_htod_async(slot.d_in.ptr, slot.h_in.ptr, slot.h_in.array[:batch_size].nbytes, self.stream)
         self._enqueue(slot, self.stream)  # once before capture: lets TensorRT finish lazy setup
         self.stream.synchronize()
         step = lambda: self._enqueue(slot, self.stream)  # noqa: E731
@@ -185,9 +192,13 @@ class TrtRunner(Runner):
                 graphed = True
             except EngineError as exc:
                 log.warning("CUDA graph capture failed (%s); timing without a graph", exc)
-        op = TimedOp(step, self.stream.synchronize, self.stream.ptr,
-                     "execute_async_v3 on device-resident input/output"
-                     + (", replayed as a CUDA graph" if graphed else ""), cuda_graph=graphed)
+        op = TimedOp(
+            step,
+            self.stream.synchronize,
+            self.stream.ptr,
+            "execute_async_v3 on device-resident input/output" + (", replayed as a CUDA graph" if graphed else ""),
+            cuda_graph=graphed,
+        )
         if graphed:
             op.cleanup.append(graph.close)
         return op
@@ -206,9 +217,12 @@ class TrtRunner(Runner):
             cuda.copy_dtoh_async(slot.h_out.ptr, slot.d_out.ptr, out_bytes, self.stream)
 
         dtype = np.dtype(self.in_dtype).name
-        return TimedOp(step, self.stream.synchronize, None,
-                       f"host clock: pinned {dtype} host input -> H2D -> execute -> D2H, "
-                       "synchronised each iteration")
+        return TimedOp(
+            step,
+            self.stream.synchronize,
+            None,
+            f"host clock: pinned {dtype} host input -> H2D -> execute -> D2H, synchronised each iteration",
+        )
 
     def pipelined_op(self, batch_size: int, streams: int) -> TimedOp | None:
         """Copies on their own streams overlap the previous/next batch's compute."""
@@ -237,8 +251,10 @@ class TrtRunner(Runner):
             self.stream.synchronize()
         layers_file = self.engine_path.parent / LAYERS_FILE
         precision = {r["name"]: r["precision"] for r in read_json(layers_file)} if layers_file.is_file() else {}
-        return sorted(({"layer": n, "precision": precision.get(n, "?"), "ms_mean": t / iterations}
-                       for n, t in totals.items()), key=lambda r: -r["ms_mean"])
+        return sorted(
+            ({"layer": n, "precision": precision.get(n, "?"), "ms_mean": t / iterations} for n, t in totals.items()),
+            key=lambda r: -r["ms_mean"],
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -267,10 +283,15 @@ class _Pipeline:
         for _ in range(depth):
             h_in = cuda.PinnedArray(shape_in, runner.in_dtype)
             h_in.array[...] = x
-            self.bufs.append((h_in, cuda.DeviceBuffer(h_in.nbytes),
-                              cuda.DeviceBuffer(_nbytes(shape_out, runner.out_dtype)),
-                              cuda.PinnedArray(shape_out, runner.out_dtype),
-                              [self._event() for _ in range(3)]))
+            self.bufs.append(
+                (
+                    h_in,
+                    cuda.DeviceBuffer(h_in.nbytes),
+                    cuda.DeviceBuffer(_nbytes(shape_out, runner.out_dtype)),
+                    cuda.PinnedArray(shape_out, runner.out_dtype),
+                    [self._event() for _ in range(3)],
+                )
+            )
         self.i = 0
 
     def _event(self) -> Any:
@@ -314,9 +335,13 @@ class _Pipeline:
 
     def op(self) -> TimedOp:
         dtype = np.dtype(self.r.in_dtype).name
-        op = TimedOp(self.step, self.sync, None,
-                     f"host clock over many batches: pinned {dtype} input, H2D / execute / D2H on "
-                     f"three streams with {self.depth} buffer sets, overlapping copies and compute")
+        op = TimedOp(
+            self.step,
+            self.sync,
+            None,
+            f"host clock over many batches: pinned {dtype} input, H2D / execute / D2H on "
+            f"three streams with {self.depth} buffer sets, overlapping copies and compute",
+        )
         op.cleanup.append(self.close)
         return op
 

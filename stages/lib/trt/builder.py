@@ -34,8 +34,15 @@ class BuildResult:
     inspector: dict[str, Any] = field(default_factory=dict)  # raw engine-inspector JSON
 
 
-def build_engine(trt: Any, logger: Any, onnx_path: Path, precision: str, p: BuildParams,
-                 timing_cache: bytes | None = None, calibrator: Any = None) -> BuildResult:
+def build_engine(
+    trt: Any,
+    logger: Any,
+    onnx_path: Path,
+    precision: str,
+    p: BuildParams,
+    timing_cache: bytes | None = None,
+    calibrator: Any = None,
+) -> BuildResult:
     """Parse ``onnx_path`` and build a serialized engine; everything measured goes in report."""
     strongly = p.strongly_typed == "auto" and common.has_strongly_typed(trt) and calibrator is None
     builder = trt.Builder(logger)
@@ -74,14 +81,21 @@ def build_engine(trt: Any, logger: Any, onnx_path: Path, precision: str, p: Buil
         cache = config.create_timing_cache(timing_cache or b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
 
-    log.info("building %s engine from %s (%s, opt level %d, %d profile(s))",
-             precision, onnx_path, mode, p.opt_level, len(p.profiles))
+    log.info(
+        "building %s engine from %s (%s, opt level %d, %d profile(s))",
+        precision,
+        onnx_path,
+        mode,
+        p.opt_level,
+        len(p.profiles),
+    )
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     build_s = time.perf_counter() - t0
     if serialized is None:
-        raise EngineError(f"TensorRT failed to build the {precision} engine from {onnx_path} "
-                          "(see the TensorRT errors above)")
+        raise EngineError(
+            f"TensorRT failed to build the {precision} engine from {onnx_path} (see the TensorRT errors above)"
+        )
     engine_bytes = bytes(serialized)
     new_cache = bytes(config.get_timing_cache().serialize()) if cache is not None else None
 
@@ -117,8 +131,7 @@ def _tactic_sources(trt: Any, config: Any) -> int:
     return sources
 
 
-def _set_precision(trt: Any, config: Any, network: Any, precision: str, strongly: bool,
-                   io_fp16: bool) -> str:
+def _set_precision(trt: Any, config: Any, network: Any, precision: str, strongly: bool, io_fp16: bool) -> str:
     if strongly:
         return "strongly typed (precision from the ONNX model)"
     # Weakly typed (8.6, or strongly_typed=never): flags allow lower precision; the Q/DQ
@@ -126,8 +139,9 @@ def _set_precision(trt: Any, config: Any, network: Any, precision: str, strongly
     if precision == "fp32":
         return "FP32 (TF32 allowed)"
     if not common.has_precision_flags(trt):
-        raise EngineError(f"this TensorRT ({trt.__version__}) has no FP16/INT8 builder flags; "
-                          "use build.strongly_typed=auto")
+        raise EngineError(
+            f"this TensorRT ({trt.__version__}) has no FP16/INT8 builder flags; use build.strongly_typed=auto"
+        )
     config.set_flag(trt.BuilderFlag.FP16)
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)

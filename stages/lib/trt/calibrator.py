@@ -20,8 +20,9 @@ from . import common
 def make_entropy_calibrator(trt: Any, batches: list[np.ndarray], cache_path: Path) -> Any:
     """An IInt8EntropyCalibrator2 over float32 NCHW ``batches`` (all of one batch size)."""
     if not common.has_implicit_calibrator(trt):
-        raise BackendUnavailable(f"TensorRT {trt.__version__} has no implicit INT8 calibrator; "
-                                 "use the Q/DQ model (the pipeline's default)")
+        raise BackendUnavailable(
+            f"TensorRT {trt.__version__} has no implicit INT8 calibrator; use the Q/DQ model (the pipeline's default)"
+        )
     from .. import cuda
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc,name-defined]
@@ -39,9 +40,14 @@ def make_entropy_calibrator(trt: Any, batches: list[np.ndarray], cache_path: Pat
                 return None
             batch = self.batches[self.index]
             self.index += 1
-            cuda.check(cuda._runtime().cudaMemcpy(
-                self.buffer.ptr, batch.ctypes.data, batch.nbytes,
-                cuda._runtime().cudaMemcpyKind.cudaMemcpyHostToDevice))
+            cuda.check(
+                cuda._runtime().cudaMemcpy(
+                    self.buffer.ptr,
+                    batch.ctypes.data,
+                    batch.nbytes,
+                    cuda._runtime().cudaMemcpyKind.cudaMemcpyHostToDevice,
+                )
+            )
             return [self.buffer.ptr]
 
         def read_calibration_cache(self) -> bytes | None:

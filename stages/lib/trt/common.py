@@ -65,8 +65,13 @@ def network_flags(trt: Any, strongly_typed: bool) -> int:
 def dtype_to_numpy(trt: Any, dtype: Any) -> Any:
     import numpy as np
 
-    table = {trt.float32: np.float32, trt.float16: np.float16, trt.int8: np.int8,
-             trt.int32: np.int32, trt.bool: np.bool_}
+    table = {
+        trt.float32: np.float32,
+        trt.float16: np.float16,
+        trt.int8: np.int8,
+        trt.int32: np.int32,
+        trt.bool: np.bool_,
+    }
     if hasattr(trt, "int64"):
         table[trt.int64] = np.int64
     if dtype not in table:

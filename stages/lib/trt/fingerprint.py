@@ -13,8 +13,13 @@ BINDING_FIELDS = ("gpu", "compute_capability", "tensorrt")
 
 def probe() -> dict[str, Any]:
     """Describe this machine; stable across runs (no timestamps), so DVC can compare it."""
-    fp: dict[str, Any] = {"gpu": None, "compute_capability": None, "driver": None,
-                          "cuda_runtime": None, "tensorrt": None}
+    fp: dict[str, Any] = {
+        "gpu": None,
+        "compute_capability": None,
+        "driver": None,
+        "cuda_runtime": None,
+        "tensorrt": None,
+    }
     reasons = []
     try:
         import tensorrt as trt
@@ -29,8 +34,12 @@ def probe() -> dict[str, Any]:
             reasons.append("no CUDA GPU visible")
         else:
             props = cuda.device_properties(0)
-            fp.update(gpu=props["name"], compute_capability=props["compute_capability"],
-                      driver=props["driver_version"], cuda_runtime=props["cuda_runtime_version"])
+            fp.update(
+                gpu=props["name"],
+                compute_capability=props["compute_capability"],
+                driver=props["driver_version"],
+                cuda_runtime=props["cuda_runtime_version"],
+            )
     except PipelineError as exc:
         reasons.append(str(exc))
     fp["available"] = not reasons

@@ -25,8 +25,7 @@ def _layer_precision(layer: dict[str, Any]) -> str:
     quantized conv may write FP16/FP32), else the type of its first output."""
     weights = layer.get("Weights")
     wtype = precision_of(str(weights.get("Type", ""))) if isinstance(weights, dict) else "unknown"
-    inputs = [precision_of(str(i.get("Format/Datatype", ""))) for i in layer.get("Inputs") or []
-              if isinstance(i, dict)]
+    inputs = [precision_of(str(i.get("Format/Datatype", ""))) for i in layer.get("Inputs") or [] if isinstance(i, dict)]
     if wtype == "INT8" or (inputs and all(p == "INT8" for p in inputs)):
         return "INT8"
     outputs = [o for o in layer.get("Outputs") or [] if isinstance(o, dict)]
@@ -40,12 +39,14 @@ def parse_layers(info: dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(layer, str):  # LAYER_NAMES_ONLY verbosity
             rows.append({"name": layer, "type": "unknown", "precision": "unknown", "tactic": ""})
             continue
-        rows.append({
-            "name": layer.get("Name", ""),
-            "type": layer.get("LayerType", "unknown"),
-            "precision": _layer_precision(layer),
-            "tactic": str(layer.get("TacticName", layer.get("TacticValue", ""))),
-        })
+        rows.append(
+            {
+                "name": layer.get("Name", ""),
+                "type": layer.get("LayerType", "unknown"),
+                "precision": _layer_precision(layer),
+                "tactic": str(layer.get("TacticName", layer.get("TacticValue", ""))),
+            }
+        )
     return rows
 
 
