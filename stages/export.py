@@ -56,6 +56,8 @@ def export_fp32(model: torch.nn.Module, image_size: int, opset: int, exporter: s
                 dynamic_shapes={"x": {0: batch}},
                 verbose=False,
             )
+            if program is None:
+                raise OnnxModelError("torch.onnx.export (dynamo) returned no program")
             program.save(str(tmp))
         else:
             with warnings.catch_warnings():

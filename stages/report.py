@@ -114,8 +114,7 @@ def _status_lines(c: Collected) -> list[str]:
     for what, table in (("evaluate", c.evals), ("benchmark", c.benches)):
         for prec, by_backend in table.items():
             if not by_backend:
-                grouped.setdefault(("no results", "its stage did not complete"), []).append(
-                    f"{what} {prec.upper()}")
+                grouped.setdefault(("no results", "its stage did not complete"), []).append(f"{what} {prec.upper()}")
             for backend, rec in by_backend.items():
                 if isinstance(rec, dict) and rec.get("status") not in (None, "ok"):
                     key = (str(rec["status"]), str(rec.get("reason")))

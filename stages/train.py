@@ -62,9 +62,10 @@ def train(
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
     train_ds = DeviceDataset(train_split, device, p.data.mean, p.data.std, p.model.image_size)
     test_ds = DeviceDataset(test_split, device, p.data.mean, p.data.std, p.model.image_size, pad=0)
-    model = build_model(p.model).to(device, memory_format=fmt)
+    model = build_model(p.model).to(device).to(memory_format=fmt)
     steps_per_epoch = max(1, len(train_ds) // t.batch_size)
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _name, prm in model.named_parameters():
         (no_decay if prm.ndim <= 1 else decay).append(prm)
     opt = torch.optim.SGD(
@@ -117,7 +118,7 @@ def train(
             "train_loss": round(float(loss_sum) / n, 5),
             "train_top1": round(100.0 * float(correct) / n, 3),
             "test_top1": None,
-            "lr": round(sched.get_last_lr()[0], 6),
+            "lr": round(float(sched.get_last_lr()[0]), 6),
             "epoch_seconds": round(epoch_s, 2),
         }
         if eval_each_epoch or epoch == t.epochs:

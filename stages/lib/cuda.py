@@ -106,7 +106,7 @@ class PinnedArray:
         self.nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         self.ptr = int(check(_runtime().cudaMallocHost(max(self.nbytes, 1))))
         buf = (ctypes.c_byte * self.nbytes).from_address(self.ptr)
-        self.array = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        self.array = np.frombuffer(memoryview(buf), dtype=dtype).reshape(shape)
 
     def close(self) -> None:
         if self.ptr:

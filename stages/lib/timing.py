@@ -21,7 +21,7 @@ import numpy as np
 
 @dataclass
 class TimedOp:
-    step: Callable[[], None]
+    step: Callable[[], object]  # its return value is ignored
     sync: Callable[[], None]
     stream: int | None
     timed: str

@@ -53,11 +53,9 @@ class TorchRunner(Runner):
         self.memory_format = torch.channels_last if self.device == "cuda" else torch.contiguous_format
 
     def open(self) -> None:
-        model, _ = load_checkpoint(self.checkpoint, self.params.model)
-        model = model.to(self.device, dtype=self.dtype, memory_format=self.memory_format).eval()
-        if self.compiled:
-            model = torch.compile(model, dynamic=False)
-        self.model = model
+        module, _ = load_checkpoint(self.checkpoint, self.params.model)
+        module = module.to(self.device, self.dtype).to(memory_format=self.memory_format).eval()
+        self.model = torch.compile(module, dynamic=False) if self.compiled else module
         if self.device == "cuda":
             torch.backends.cudnn.benchmark = True
 
