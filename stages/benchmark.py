@@ -17,7 +17,7 @@ from typing import Any
 
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, PipelineError, UnsupportedCombination
-from .lib.fanout import per_backend, status_of
+from .lib.fanout import add_arguments, passthrough, per_backend, status_of
 from .lib.io import write_csv, write_json, write_text
 from .lib.params import Params, load_params
 from .lib.runners import Artifacts, Runner, create_runner
@@ -146,19 +146,8 @@ def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def parent(args: argparse.Namespace) -> None:
     p = load_params(args.params)
-    passthrough = [
-        "--params",
-        args.params,
-        "--precision",
-        args.precision,
-        "--checkpoint",
-        str(args.checkpoint),
-        "--onnx",
-        str(args.onnx),
-        "--engine-dir",
-        str(args.engine_dir),
-    ]
-    results = per_backend("stages.benchmark", p.backends, passthrough)
+    child_args = passthrough(args)
+    results = per_backend("stages.benchmark", p.backends, child_args)
     summary: dict[str, Any] = {"precision": args.precision, "profile": p.profile}
     records: list[dict[str, Any]] = []
     layers: dict[str, Any] = {}
@@ -179,16 +168,10 @@ def parent(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--precision", required=True, choices=("fp32", "fp16", "int8"))
-    ap.add_argument("--checkpoint", type=Path, required=True)
-    ap.add_argument("--onnx", type=Path, required=True)
-    ap.add_argument("--engine-dir", type=Path, required=True)
+    add_arguments(ap, "benchmark")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--records", type=Path)
     ap.add_argument("--layers", type=Path)
-    ap.add_argument("--backend", help="(internal) benchmark one backend and write --part")
-    ap.add_argument("--part", type=Path)
     args = ap.parse_args(argv)
     if args.backend:
         return run_main(f"benchmark {args.backend} {args.precision}", lambda: child(args))

@@ -19,7 +19,7 @@ import numpy as np
 from .lib import data, metrics
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, PipelineError, UnsupportedCombination
-from .lib.fanout import per_backend, status_of
+from .lib.fanout import add_arguments, passthrough, per_backend, status_of
 from .lib.io import read_json, write_json
 from .lib.params import Params, load_params
 from .lib.progress import progress
@@ -94,23 +94,8 @@ def child(args: argparse.Namespace) -> None:
 def parent(args: argparse.Namespace) -> None:
     p = load_params(args.params)
     meta = read_json(args.test.parent / "meta.json")
-    passthrough = [
-        "--params",
-        args.params,
-        "--precision",
-        args.precision,
-        "--test",
-        str(args.test),
-        "--reference",
-        str(args.reference),
-        "--checkpoint",
-        str(args.checkpoint),
-        "--onnx",
-        str(args.onnx),
-        "--engine-dir",
-        str(args.engine_dir),
-    ]
-    results = per_backend("stages.evaluate", p.backends, passthrough)
+    child_args = passthrough(args) + ["--test", str(args.test), "--reference", str(args.reference)]
+    results = per_backend("stages.evaluate", p.backends, child_args)
     summary: dict[str, Any] = {"precision": args.precision, "synthetic_data": bool(meta["synthetic"])}
     detail: dict[str, Any] = {"precision": args.precision, "classes": meta["classes"]}
     for backend, rec in results.items():
@@ -130,17 +115,11 @@ def parent(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--precision", required=True, choices=("fp32", "fp16", "int8"))
+    add_arguments(ap, "evaluate")
     ap.add_argument("--test", type=Path, required=True)
     ap.add_argument("--reference", type=Path, required=True)
-    ap.add_argument("--checkpoint", type=Path, required=True)
-    ap.add_argument("--onnx", type=Path, required=True)
-    ap.add_argument("--engine-dir", type=Path, required=True)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--detail", type=Path)
-    ap.add_argument("--backend", help="(internal) evaluate one backend and write --part")
-    ap.add_argument("--part", type=Path)
     args = ap.parse_args(argv)
     if args.backend:
         return run_main(f"evaluate {args.backend} {args.precision}", lambda: child(args))

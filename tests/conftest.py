@@ -86,33 +86,30 @@ def run_stage(
     return proc
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the project's code and config in a temporary folder, with tiny params."""
+def copy_project(dest: Path) -> Path:
+    """The project's code and config copied into ``dest``, with tiny params and an empty data/raw."""
     for name in PROJECT_FILES:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy2(src, tmp_path / name)
-    (tmp_path / "data" / "raw").mkdir(parents=True)
-    write_params(tmp_path, TINY)
-    return tmp_path
+            shutil.copy2(src, dest / name)
+    (dest / "data" / "raw").mkdir(parents=True)
+    write_params(dest, TINY)
+    return dest
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project's code and config in a temporary folder, with tiny params."""
+    return copy_project(tmp_path)
 
 
 @pytest.fixture(scope="session")
 def prepared_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project copy that has run prepare, a random-init checkpoint, export and calibrate
     (shared by the tests that need real artifacts; treat it as read-only)."""
-    root = tmp_path_factory.mktemp("tiny")
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, root / name)
-    (root / "data" / "raw").mkdir(parents=True)
-    write_params(root, TINY)
+    root = copy_project(tmp_path_factory.mktemp("tiny"))
     run_stage("prepare", ["--out", "data/prepared"], root)
     _random_checkpoint(root)
     m = "artifacts/resnet18_cifar"

@@ -7,6 +7,7 @@ gate then fails the run) so the other backends are still measured.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import tempfile
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from .errors import BackendUnavailable, UnsupportedCombination
 from .interpreter import ChildFailed, interpreter_for, run_module
 from .io import read_json
+from .params import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,34 @@ def per_backend(module: str, backends: list[str], args: list[str]) -> dict[str, 
             if status != "ok":
                 log.warning("%s %s: %s", backend, status, results[backend].get("reason"))
     return results
+
+
+def add_arguments(ap: argparse.ArgumentParser, verb: str) -> None:
+    """The arguments every per-backend stage takes: params, precision, the artifacts of that
+    precision, and the internal --backend/--part pair a child process is started with."""
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--precision", required=True, choices=PRECISIONS)
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--onnx", type=Path, required=True)
+    ap.add_argument("--engine-dir", type=Path, required=True)
+    ap.add_argument("--backend", help=f"(internal) {verb} one backend and write --part")
+    ap.add_argument("--part", type=Path)
+
+
+def passthrough(args: argparse.Namespace) -> list[str]:
+    """The add_arguments() values, as arguments for a child process."""
+    return [
+        "--params",
+        str(args.params),
+        "--precision",
+        args.precision,
+        "--checkpoint",
+        str(args.checkpoint),
+        "--onnx",
+        str(args.onnx),
+        "--engine-dir",
+        str(args.engine_dir),
+    ]
 
 
 def status_of(exc: Exception) -> dict[str, Any]:
