@@ -22,19 +22,19 @@ setup: $(STAMP)  ## create the virtual environment (.venv) with every dependency
 
 repro: setup  ## run the main experiment (GPU) or, without a CUDA GPU, the CPU profile
 	@if [ "$(HAS_GPU)" = 1 ]; then \
-	  PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro; \
+	  PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro; \
 	else \
 	  echo "make repro: no CUDA GPU here -> running the CPU profile (dvc exp run -S profile=cpu):"; \
 	  echo "  PyTorch and ONNX Runtime on the CPU; FP16 and TensorRT are reported as skipped."; \
 	  echo "  params.yaml in the workspace becomes the CPU profile; 'git checkout params.yaml' restores the default."; \
-	  PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp run -S profile=cpu; \
+	  PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp run -S profile=cpu; \
 	fi
 
 test: setup  ## run the test suite (GPU/TensorRT tests skip themselves without the hardware)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
 test-gpu: setup  ## only the GPU and TensorRT tests (on a GPU host; set TRT_PYTHON if TensorRT lives elsewhere)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "gpu or tensorrt"
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "gpu or tensorrt"
 
 lint: setup  ## ruff and mypy
 	$(BIN)/ruff check stages tests
