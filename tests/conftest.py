@@ -86,14 +86,19 @@ def run_stage(
     return proc
 
 
-def copy_project(dest: Path) -> Path:
-    """The project's code and config copied into ``dest``, with tiny params and an empty data/raw."""
-    for name in PROJECT_FILES:
+def copy_files(dest: Path, names: tuple[str, ...] = PROJECT_FILES) -> None:
+    """Copy these project files and folders (no __pycache__) into ``dest``."""
+    for name in names:
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dest / name)
+
+
+def copy_project(dest: Path) -> Path:
+    """The project's code and config copied into ``dest``, with tiny params and an empty data/raw."""
+    copy_files(dest)
     (dest / "data" / "raw").mkdir(parents=True)
     write_params(dest, TINY)
     return dest

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT, TINY, compose
+from tests.conftest import ROOT, TINY, compose, copy_files
 
 pytestmark = pytest.mark.slow
 
@@ -93,12 +93,7 @@ def _test_profile() -> str:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
     root = tmp_path_factory.mktemp("pipeline")
-    for name in ("conf", "stages", "dvc.yaml", ".dvcignore", "pyproject.toml"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, root / name)
+    copy_files(root, ("conf", "stages", "dvc.yaml", ".dvcignore", "pyproject.toml"))
     (root / "data" / "raw").mkdir(parents=True)
     shutil.copy2(ROOT / "data" / "raw" / "README.md", root / "data" / "raw" / "README.md")
     (root / "conf" / "profile" / "test.yaml").write_text(_test_profile())

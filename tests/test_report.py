@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 import struct
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from stages.lib.io import write_csv, write_json
-from tests.conftest import PROJECT_FILES, ROOT, TINY, compose, run_stage
+from tests.conftest import ROOT, TINY, compose, copy_files, run_stage
 
 MODEL = "resnet18_cifar"
 D = f"reports/{MODEL}"
@@ -374,15 +373,6 @@ def build_model_dir(root: Path, name: str) -> dict[str, Any]:
     return sc
 
 
-def _copy_project(root: Path) -> None:
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, root / name)
-
-
 def _report_args() -> list[str]:
     """The report stage's arguments, exactly as dvc.yaml gives them."""
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]
@@ -402,7 +392,7 @@ class Ran:
 
 def _run(tmp_path_factory: pytest.TempPathFactory, name: str) -> Ran:
     root = tmp_path_factory.mktemp(f"report_{name}")
-    _copy_project(root)
+    copy_files(root)
     sc = build_model_dir(root, name)
     run_stage("report", _report_args(), root)
     return Ran(root, sc)
@@ -667,7 +657,7 @@ def test_metrics_json_values(on_gpu: Ran, on_cpu: Ran) -> None:
 
 def test_report_follows_the_precisions_in_params(tmp_path: Path) -> None:
     """`-S precision=int8`: the report reads and shows INT8 only (other files may linger)."""
-    _copy_project(tmp_path)
+    copy_files(tmp_path)
     build_model_dir(tmp_path, "gpu_trt")
     params = compose(["precision=int8"])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -684,7 +674,7 @@ def test_report_follows_the_precisions_in_params(tmp_path: Path) -> None:
 
 def test_report_without_fingerprint_or_meta_still_writes(tmp_path: Path) -> None:
     """--fingerprint and --data-meta are optional for the stage: without them it says so."""
-    _copy_project(tmp_path)
+    copy_files(tmp_path)
     build_model_dir(tmp_path, "cpu_synthetic")
     run_stage("report", ["--model-dir", D], tmp_path)
     md = (tmp_path / D / "summary.md").read_text()
@@ -696,7 +686,7 @@ def test_report_without_fingerprint_or_meta_still_writes(tmp_path: Path) -> None
 def test_report_reads_only_declared_inputs(tmp_path: Path) -> None:
     from tests.test_dvc_yaml import DVC_YAML, _paths, _traced_reads, expand_stages
 
-    _copy_project(tmp_path)
+    copy_files(tmp_path)
     sc = build_model_dir(tmp_path, "cpu_synthetic")
     stage = expand_stages(DVC_YAML, sc["params"])["report"]
     proc, reads = _traced_reads(stage, tmp_path, tmp_path / "reads.json")
