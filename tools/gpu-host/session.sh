@@ -7,9 +7,14 @@
 # reports, artifacts and the DVC cache between calls; each call refreshes their code.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-step=${1:?usage: session.sh part pNN | install | repro MODEL [SECONDS] | second MODEL | warm MODEL PREC | tests | collect}
+step=${1:?usage: session.sh part pNN | install | repro MODEL [TARGET...] | early MODEL | second MODEL | warm MODEL PREC | io MODEL PREC | tests | collect}
 export PYTHONUNBUFFERED=1 PIPELINE_LOG_LEVEL=${PIPELINE_LOG_LEVEL:-INFO}
 WS=/tmp/ws
+# DEADLINE (epoch seconds, set by the caller for the whole device call) bounds every long
+# step, keeping RESERVE seconds for `collect`; a step that cannot start in time says so.
+RESERVE=${RESERVE:-25}
+left() { echo $(( ${DEADLINE:-$(( $(date +%s) + 560 ))} - $(date +%s) - RESERVE )); }
+need() { [ "$(left)" -ge "$1" ] || { echo "SKIPPED $step: $(left) s left, needs $1"; exit 3; }; }
 
 host_env() {
   # shellcheck disable=SC1091
@@ -38,22 +43,39 @@ case "$step" in
     host_env
     "$HOST_PYTHON" -c "import onnxruntime as o, torch, dvc; print('ort', o.__version__, o.get_available_providers()); print('torch', torch.__version__, torch.cuda.get_device_name()); print('dvc', dvc.__version__)"
     "$TRT_PYTHON" -c "import tensorrt; print('trt', tensorrt.__version__)" ;;
-  repro)  # $2 model, $3 seconds before a clean stop (DVC resumes at the next call)
-    host_env; ws=$(workspace "$2")
-    (cd "$ws" && timeout --signal=INT "${3:-560}" "$DVC" repro 2>&1) \
-      | grep --line-buffered -v -E 'it/s\]|s/it\]' | tee -a "$OUT/repro-$2.log" | grep -E "Running stage|didn't change|INFO|ERROR|error:"
+  repro)  # $2 model, then optional DVC targets; stops cleanly at the deadline (DVC resumes next call)
+    need 30; host_env; ws=$(workspace "$2"); model=$2; shift 2
+    (cd "$ws" && timeout --signal=INT "$(left)" "$DVC" repro "$@" 2>&1) \
+      | grep --line-buffered -v -E 'it/s\]|s/it\]' | tee -a "$OUT/repro-$model.log" | grep -E "Running stage|didn't change|INFO|ERROR|error:"
     rc=${PIPESTATUS[0]}
-    if [ "$rc" = 0 ]; then echo "PIPELINE COMPLETE ($2)"; else echo "PIPELINE STOPPED rc=$rc ($2): call again"; fi ;;
+    if [ "$rc" = 0 ]; then echo "PIPELINE COMPLETE ($model $*)"; else echo "PIPELINE STOPPED rc=$rc ($model $*): call again"; fi
+    exit "$rc" ;;
+  early)  # GPU tests alongside the model's data/train/export/calibrate stages (no timing there)
+    need 120
+    bash "$0" tests & tests_pid=$!
+    bash "$0" repro "$2" calibrate probe; rc=$?
+    wait "$tests_pid"; exit "$rc" ;;
   second)  # a repro right after a complete one: should run nothing but the probe
-    host_env; ws=$(workspace "$2"); (cd "$ws" && "$DVC" repro 2>&1) | tee "$OUT/second-repro-$2.log" ;;
+    need 30; host_env; ws=$(workspace "$2"); (cd "$ws" && timeout --signal=INT "$(left)" "$DVC" repro 2>&1) | tee "$OUT/second-repro-$2.log" ;;
   warm)  # rebuild an engine from a copy of its timing cache: cold vs warm build time
-    host_env; ws=$WS/$2; prec=$3
+    need 60; host_env; ws=$WS/$2; prec=$3
     (cd "$ws" && rm -rf /tmp/warm && mkdir -p /tmp/warm && cp "artifacts/$2/engines/$prec/timing.cache" /tmp/warm/ \
-      && python -m stages.build --precision "$prec" --onnx "artifacts/$2/onnx/$prec.onnx" \
+      && timeout "$(left)" python -m stages.build --precision "$prec" --onnx "artifacts/$2/onnx/$prec.onnx" \
          --fingerprint artifacts/fingerprint.json --out-dir /tmp/warm --report "$OUT/warm-build-$2-$prec.json" \
-      && cp "reports/$2/build/$prec.json" "$OUT/cold-build-$2-$prec.json") ;;
+      && cp "reports/$2/build/$prec.json" "$OUT/cold-build-$2-$prec.json") 2>&1 | tail -3 ;;
+  io)  # A/B of build.io_fp16: the engine with the other I/O type (warm timing cache), TensorRT bench only
+    need 90; host_env; ws=$WS/$2; prec=$3; d=/tmp/io-$2-$prec
+    (cd "$ws" && rm -rf "$d" && mkdir -p "$d" && cp "artifacts/$2/engines/$prec/timing.cache" "$d/" \
+      && if grep -q 'io_fp16: true' params.yaml; then sed 's/io_fp16: true/io_fp16: false/' params.yaml; \
+         else sed 's/io_fp16: false/io_fp16: true/' params.yaml; fi > "$d/params.yaml" \
+      && timeout "$(left)" python -m stages.build --params "$d/params.yaml" --precision "$prec" \
+         --onnx "artifacts/$2/onnx/$prec.onnx" --fingerprint artifacts/fingerprint.json --out-dir "$d" \
+         --report "$OUT/io-build-$2-$prec.json" \
+      && timeout "$(left)" "$TRT_PYTHON" -m stages.benchmark --params "$d/params.yaml" --precision "$prec" \
+         --checkpoint "artifacts/$2/checkpoint.pt" --onnx "artifacts/$2/onnx/$prec.onnx" --engine-dir "$d" \
+         --backend tensorrt --part "$OUT/io-bench-$2-$prec.json") 2>&1 | grep -E "INFO|ERROR|error" ;;
   tests)
-    host_env; python -m pytest -m "gpu or tensorrt" -v -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -25 ;;
+    need 60; host_env; timeout "$(left)" python -m pytest -m "gpu or tensorrt" -v -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -25 ;;
   collect)  # everything worth keeping, in one file under $OUT
     rm -rf /tmp/collect && mkdir -p /tmp/collect
     for ws in "$WS"/*/; do m=$(basename "$ws"); mkdir -p "/tmp/collect/$m"
