@@ -222,6 +222,96 @@ def test_parse_layers_maps_abbreviated_types_and_quantized_inputs() -> None:
     assert abbreviated == ["FP32", "FP16", "INT8", "unknown"]
 
 
+def test_parse_layers_without_formats_uses_weights_then_tactic_names() -> None:
+    """Real inspector output of 8.6 on the H100 (two-profile engines, no context): every
+    format reads "N/A due to dynamic shapes", so weights and kernel names must decide."""
+    engines = json.loads((Path(__file__).parent / "data" / "inspector_trt86_h100.json").read_text())["engines"]
+    by_engine = {p: {(r["type"], r["precision"]) for r in inspect.parse_layers(info)} for p, info in engines.items()}
+    assert all(
+        layer["Outputs"][0]["Format/Datatype"] == "N/A due to dynamic shapes"
+        for info in engines.values()
+        for layer in info["Layers"]
+    )
+    assert ("CaskConvolution", "TF32") in by_engine["fp32"]  # f32f32_tf32f32 kernels
+    assert ("CaskConvolution", "FP16") in by_engine["fp16"]
+    assert ("CaskConvolution", "INT8") in by_engine["int8"]
+    assert ("CaskGemmConvolution", "FP32") in by_engine["int8"]  # the fc stays unquantized
+    assert ("CaskPooling", "FP32") in by_engine["int8"]  # ..._kFLOAT_... pooling kernel
+    assert ("Reformat", "unknown") in by_engine["int8"]  # nothing says: no guess
+    assert not any(prec == "INT8" for _, prec in by_engine["fp32"] | by_engine["fp16"])
+
+
+class _Inspector:
+    def __init__(self, engine: _Engine) -> None:
+        self.engine, self.execution_context = engine, None
+
+    def get_engine_information(self, _fmt: object) -> str:
+        self.engine.inspected_with.append(self.execution_context)
+        if self.execution_context is not None and self.engine.context_breaks:
+            return ""  # what 8.6 returns after its internal "slot" error
+        return json.dumps({"Layers": [{"Name": "conv", "Weights": {"Type": "Int8"}}]})
+
+
+class _Context:
+    def __init__(self) -> None:
+        self.shapes: dict[str, tuple[int, ...]] = {}
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.shapes[name] = shape
+        return True
+
+
+class _Engine:
+    num_io_tensors = 2
+
+    def __init__(self, profiles: int, context_breaks: bool = False) -> None:
+        self.num_optimization_profiles, self.context_breaks = profiles, context_breaks
+        self.inspected_with: list[object] = []
+        self.contexts: list[_Context] = []
+
+    def create_engine_inspector(self) -> _Inspector:
+        return _Inspector(self)
+
+    def create_execution_context(self) -> _Context:
+        self.contexts.append(_Context())
+        return self.contexts[-1]
+
+    def get_tensor_name(self, i: int) -> str:
+        return ["input", "logits"][i]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "IN" if name == "input" else "OUT"
+
+    def get_tensor_profile_shape(self, name: str, k: int) -> list[tuple[int, ...]]:
+        return [(1, 3, 32, 32), (8, 3, 32, 32), (16, 3, 32, 32)]
+
+
+def _inspector_trt(engine: _Engine) -> SimpleNamespace:
+    runtime = SimpleNamespace(deserialize_cuda_engine=lambda _b: engine)
+    return SimpleNamespace(
+        Runtime=lambda _logger: runtime,
+        TensorIOMode=SimpleNamespace(INPUT="IN"),
+        LayerInformationFormat=SimpleNamespace(JSON="json"),
+    )
+
+
+@pytest.mark.parametrize(
+    "profiles,breaks,contexts_used",
+    [(1, False, ["context"]), (1, True, ["context", None]), (2, False, [None])],
+)
+def test_engine_information_attaches_a_shaped_context_only_to_single_profile_engines(
+    profiles: int, breaks: bool, contexts_used: list[str | None]
+) -> None:
+    engine = _Engine(profiles, breaks)
+    info = inspect.engine_information(_inspector_trt(engine), None, b"engine")
+    assert info["Layers"][0]["Name"] == "conv"
+    assert [None if c is None else "context" for c in engine.inspected_with] == contexts_used
+    if profiles == 1:  # the context got the opt shape of profile 0 before inspection
+        assert engine.contexts[0].shapes == {"input": (8, 3, 32, 32)}
+    else:
+        assert engine.contexts == []
+
+
 def test_fingerprint_mismatch_names_both_sides_and_the_fix() -> None:
     built = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "tensorrt": "8.6.0", "driver": "13.0"}
     fingerprint.check_compatible("e.engine", built, dict(built, driver="13.1"))  # driver alone: fine

@@ -20,16 +20,47 @@ def precision_of(fmt: str) -> str:
     return _ALIASES.get(token, token)
 
 
+# What a tactic's kernel name says about its arithmetic, in order of precedence
+# ("..._i8i8_i8i32_f32_...", "..._f16f16_f16f16_f16_...", "..._f32f32_tf32f32_f32_...").
+_TACTIC_TOKENS = (
+    (re.compile(r"i8i8|int8int8|i8f32_i8i32|_i8_"), "INT8"),
+    (re.compile(r"f16f16|h16h16|_h884|_h1688|fp16|khalf", re.IGNORECASE), "FP16"),
+    (re.compile(r"tf32"), "TF32"),
+    (re.compile(r"f32f32|kfloat|fp32", re.IGNORECASE), "FP32"),
+)
+
+
+def _known(fmt: str) -> bool:
+    return precision_of(fmt) != "unknown"
+
+
 def _layer_precision(layer: dict[str, Any]) -> str:
-    """The precision a layer computes in: INT8 when its inputs or weights are INT8 (a
-    quantized conv may write FP16/FP32), else the type of its first output."""
+    """The precision a layer computes in.
+
+    From the I/O formats when the inspector gives them: INT8 when its inputs or weights are
+    INT8 (a quantized conv may write FP16/FP32), else the type of its first output. A
+    dynamic-shape engine inspected without an execution context reports every format as
+    "N/A due to dynamic shapes" (TensorRT 8.6, seen on the H100); then the weights' type
+    decides, and failing that the tactic's kernel name.
+    """
     weights = layer.get("Weights")
     wtype = precision_of(str(weights.get("Type", ""))) if isinstance(weights, dict) else "unknown"
-    inputs = [precision_of(str(i.get("Format/Datatype", ""))) for i in layer.get("Inputs") or [] if isinstance(i, dict)]
-    if wtype == "INT8" or (inputs and all(p == "INT8" for p in inputs)):
+    tactic = str(layer.get("TacticName", ""))
+    inputs = [str(i.get("Format/Datatype", "")) for i in layer.get("Inputs") or [] if isinstance(i, dict)]
+    outputs = [str(o.get("Format/Datatype", "")) for o in layer.get("Outputs") or [] if isinstance(o, dict)]
+    in_types = [precision_of(f) for f in inputs]
+    if wtype == "INT8" or (in_types and all(t == "INT8" for t in in_types)):
         return "INT8"
-    outputs = [o for o in layer.get("Outputs") or [] if isinstance(o, dict)]
-    return precision_of(str(outputs[0].get("Format/Datatype", ""))) if outputs else "unknown"
+    if outputs and _known(outputs[0]):
+        return precision_of(outputs[0])
+    if wtype == "FP32" and "tf32" in tactic:
+        return "TF32"
+    if wtype != "unknown":
+        return wtype
+    for pattern, name in _TACTIC_TOKENS:
+        if pattern.search(tactic):
+            return name
+    return "unknown"
 
 
 def parse_layers(info: dict[str, Any]) -> list[dict[str, Any]]:
@@ -51,12 +82,37 @@ def parse_layers(info: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def engine_information(trt: Any, logger: Any, engine_bytes: bytes) -> dict[str, Any]:
-    """The inspector's JSON for the whole engine (with a context: full format strings)."""
+    """The inspector's JSON for the whole engine.
+
+    An execution context (with every input shape set) makes the inspector print full
+    format strings, but only for a single-profile engine: with several profiles, 8.6's
+    inspector fails on an attached context ("invalid encoded reference to a slot", an
+    internal error, seen on the H100 even with shapes set), so those are inspected bare
+    and parse_layers falls back to weights and tactic names.
+    """
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(engine_bytes)
+    if engine.num_optimization_profiles == 1:
+        context = engine.create_execution_context()
+        if context is not None:
+            for i in range(engine.num_io_tensors):
+                name = engine.get_tensor_name(i)
+                if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                    context.set_input_shape(name, tuple(engine.get_tensor_profile_shape(name, 0)[1]))
+            info = _inspect(trt, engine, context)
+            if info is not None:
+                return info
+    info = _inspect(trt, engine, None)
+    return info if info is not None else {"Layers": []}
+
+
+def _inspect(trt: Any, engine: Any, context: Any) -> dict[str, Any] | None:
     inspector = engine.create_engine_inspector()
-    context = engine.create_execution_context()
     if context is not None:
         inspector.execution_context = context
-    # strict=False: 8.6 puts raw control characters in some layer names
-    return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON), strict=False)
+    text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    try:  # strict=False: 8.6 puts raw control characters in some layer names
+        info = json.loads(text, strict=False)
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
