@@ -74,23 +74,30 @@ def _run_build(root: Path, precision: str) -> None:
     )
 
 
+def _evaluate_inputs(precision: str, engine_dir: str | None = None) -> list[str]:
+    """The evaluate stage's precision and input arguments, for the parent and a child run."""
+    return [
+        "--precision",
+        precision,
+        "--test",
+        "data/prepared/test.npz",
+        "--reference",
+        f"{M}/reference_logits.npy",
+        "--checkpoint",
+        f"{M}/checkpoint.pt",
+        "--onnx",
+        f"{M}/onnx/{precision}.onnx",
+        "--engine-dir",
+        engine_dir or f"{M}/engines/{precision}",
+    ]
+
+
 def _evaluate(root: Path, precision: str, engine_dir: str | None = None) -> dict:
     out = root / "reports" / f"eval_{precision}.json"
     run_stage(
         "evaluate",
         [
-            "--precision",
-            precision,
-            "--test",
-            "data/prepared/test.npz",
-            "--reference",
-            f"{M}/reference_logits.npy",
-            "--checkpoint",
-            f"{M}/checkpoint.pt",
-            "--onnx",
-            f"{M}/onnx/{precision}.onnx",
-            "--engine-dir",
-            engine_dir or f"{M}/engines/{precision}",
+            *_evaluate_inputs(precision, engine_dir),
             "--out",
             str(out),
             "--detail",
@@ -209,22 +216,11 @@ def test_cuda_backends_agree_with_reference(gpu_project: Path, backend: str, pre
             sys.executable,
             "-m",
             "stages.evaluate",
-            "--precision",
-            precision,
+            *_evaluate_inputs(precision),
             "--backend",
             backend,
             "--part",
             str(part),
-            "--test",
-            "data/prepared/test.npz",
-            "--reference",
-            f"{M}/reference_logits.npy",
-            "--checkpoint",
-            f"{M}/checkpoint.pt",
-            "--onnx",
-            f"{M}/onnx/{precision}.onnx",
-            "--engine-dir",
-            f"{M}/engines/{precision}",
         ],
         cwd=gpu_project,
         check=True,
