@@ -7,7 +7,7 @@
 # reports, artifacts and the DVC cache between calls; each call refreshes their code.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-step=${1:?usage: session.sh part pNN | install | repro MODEL [TARGET...] | early MODEL | second MODEL | warm MODEL PREC | io MODEL PREC | tests | collect}
+step=${1:?usage: session.sh part pNN | install | repro MODEL [TARGET...] | early MODEL... | second MODEL | warm MODEL PREC | io MODEL PREC | tests | collect}
 export PYTHONUNBUFFERED=1 PIPELINE_LOG_LEVEL=${PIPELINE_LOG_LEVEL:-INFO}
 WS=/tmp/ws
 # DEADLINE (epoch seconds, set by the caller for the whole device call) bounds every long
@@ -43,18 +43,22 @@ case "$step" in
     host_env
     "$HOST_PYTHON" -c "import onnxruntime as o, torch, dvc; print('ort', o.__version__, o.get_available_providers()); print('torch', torch.__version__, torch.cuda.get_device_name()); print('dvc', dvc.__version__)"
     "$TRT_PYTHON" -c "import tensorrt; print('trt', tensorrt.__version__)" ;;
-  repro)  # $2 model, then optional DVC targets; stops cleanly at the deadline (DVC resumes next call)
-    need 30; host_env; ws=$(workspace "$2"); model=$2; shift 2
+  repro)  # $2 model, then optional DVC targets and options; stops cleanly at the deadline (DVC
+    # resumes next call). NEED=seconds: do not start unless that much time is left (a stage cut
+    # by the deadline is time lost).
+    need "${NEED:-30}"; host_env; ws=$(workspace "$2"); model=$2; shift 2
     (cd "$ws" && timeout --signal=INT "$(left)" "$DVC" repro "$@" 2>&1) \
       | grep --line-buffered -v -E 'it/s\]|s/it\]' | tee -a "$OUT/repro-$model.log" | grep -E "Running stage|didn't change|INFO|ERROR|error:"
     rc=${PIPESTATUS[0]}
     if [ "$rc" = 0 ]; then echo "PIPELINE COMPLETE ($model $*)"; else echo "PIPELINE STOPPED rc=$rc ($model $*): call again"; fi
     exit "$rc" ;;
-  early)  # GPU tests alongside the model's data/train/export/calibrate stages (no timing there)
-    need 120
-    bash "$0" tests & tests_pid=$!
-    bash "$0" repro "$2" calibrate probe; rc=$?
-    wait "$tests_pid"; exit "$rc" ;;
+  early)  # GPU tests alongside each model's data/train/export/calibrate stages, all at once:
+    # nothing there is timed but training's wall time, which the report then says was shared.
+    need 120; shift; pids=()
+    bash "$0" tests & pids+=($!)
+    for m in "$@"; do bash "$0" repro "$m" calibrate probe > "$OUT/early-$m.out" 2>&1 & pids+=($!); done
+    rc=0; for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
+    for m in "$@"; do tail -4 "$OUT/early-$m.out"; done; exit "$rc" ;;
   second)  # a repro right after a complete one: should run nothing but the probe
     need 30; host_env; ws=$(workspace "$2"); (cd "$ws" && timeout --signal=INT "$(left)" "$DVC" repro 2>&1) | tee "$OUT/second-repro-$2.log" ;;
   warm)  # rebuild an engine from a copy of its timing cache: cold vs warm build time
@@ -82,6 +86,8 @@ case "$step" in
       (cd "$ws" && cp -r reports dvc.lock params.yaml "/tmp/collect/$m/" 2>/dev/null
        for d in artifacts/*/engines/*/; do mkdir -p "/tmp/collect/$m/$d" && cp "$d"/*.json "/tmp/collect/$m/$d" 2>/dev/null; done)
     done
+    # The call's logs go in too (only 8 files come back from $OUT).
+    mkdir -p /tmp/collect/out && find "$OUT" -maxdepth 1 -type f ! -name results.tgz -exec cp {} /tmp/collect/out/ \;
     tar -C /tmp/collect -czf "$OUT/results.tgz" . && ls -la "$OUT" ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac
