@@ -400,3 +400,31 @@ def test_profile_selection_prefers_closest_opt_and_rejects_out_of_range() -> Non
     assert runner.profile_for(64) == 1
     with pytest.raises(EngineError, match=r"batch size 2048 is outside .*\[1..1\], \[2..1024\]"):
         runner.profile_for(2048)
+
+
+@pytest.mark.parametrize(
+    "n,profiles,plan",
+    [
+        (128, [(1, 1, 1), (2, 16, 32)], [(0, 32, 32), (32, 64, 32), (64, 96, 32), (96, 128, 32)]),
+        (70, [(1, 1, 1), (2, 16, 32)], [(0, 32, 32), (32, 64, 32), (64, 70, 6)]),
+        (1, [(1, 1, 1), (2, 256, 1024)], [(0, 1, 1)]),
+        (10, [(4, 8, 8)], [(0, 8, 8), (8, 10, 4)]),  # remainder 2 runs padded to 4
+        (5, [(1, 1, 2), (8, 8, 16)], [(0, 5, 8)]),  # 5 falls between the profiles
+        (0, [(1, 1, 8)], []),
+    ],
+)
+def test_trt_runner_splits_and_pads_batches_to_fit_the_profiles(
+    n: int, profiles: list[tuple[int, int, int]], plan: list[tuple[int, int, int]]
+) -> None:
+    from stages.lib.runners.trt_runner import plan_batches
+
+    assert plan_batches(n, profiles) == plan
+    for _start, _stop, run in plan:
+        assert any(lo <= run <= hi for lo, _, hi in profiles)
+
+
+def test_trt_runner_refuses_an_engine_without_profiles() -> None:
+    from stages.lib.runners.trt_runner import plan_batches
+
+    with pytest.raises(EngineError, match="no optimization profiles"):
+        plan_batches(4, [])

@@ -79,7 +79,7 @@ case "$step" in
          --checkpoint "artifacts/$2/checkpoint.pt" --onnx "artifacts/$2/onnx/$prec.onnx" --engine-dir "$d" \
          --backend tensorrt --part "$OUT/io-bench-$2-$prec.json") 2>&1 | grep -E "INFO|ERROR|error" ;;
   tests)
-    need 60; host_env; timeout "$(left)" python -m pytest -m "gpu or tensorrt" -v -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -25 ;;
+    need 60; host_env; timeout "$(left)" python -m pytest -m "gpu or tensorrt" -v --durations=15 -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -25 ;;
   collect)  # everything worth keeping, in one file under $OUT
     rm -rf /tmp/collect && mkdir -p /tmp/collect
     for ws in "$WS"/*/; do m=$(basename "$ws"); mkdir -p "/tmp/collect/$m"

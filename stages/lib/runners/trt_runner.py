@@ -92,10 +92,10 @@ class TrtRunner(Runner):
         self.in_dtype = common.dtype_to_numpy(trt, self.engine.get_tensor_dtype(self.input_name))
         self.out_dtype = common.dtype_to_numpy(trt, self.engine.get_tensor_dtype(self.output_name))
         self.num_classes = int(self.engine.get_tensor_shape(self.output_name)[-1])
-        self.profiles = [
-            tuple(int(s[0]) for s in self.engine.get_tensor_profile_shape(self.input_name, k))
-            for k in range(self.engine.num_optimization_profiles)
-        ]
+        self.profiles: list[tuple[int, int, int]] = []
+        for k in range(self.engine.num_optimization_profiles):
+            lo, opt, hi = (int(s[0]) for s in self.engine.get_tensor_profile_shape(self.input_name, k))
+            self.profiles.append((lo, opt, hi))
         self.stream = cuda.Stream()
 
     def close(self) -> None:
@@ -163,6 +163,21 @@ class TrtRunner(Runner):
     # -- inference -------------------------------------------------------------------------
 
     def infer(self, x: np.ndarray) -> np.ndarray:
+        """Logits for any number of images: split into batches the profiles hold (and padded
+        up to a profile's minimum where none holds the remainder)."""
+        plan = plan_batches(int(x.shape[0]), self.profiles)
+        outs = [self._infer_one(x[start:stop], run) for start, stop, run in plan]
+        if not outs:
+            return np.zeros((0, self.num_classes), np.float32)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def _infer_one(self, x: np.ndarray, run: int) -> np.ndarray:
+        n = int(x.shape[0])
+        if run > n:  # below every profile's minimum: pad with zero images, drop their logits
+            x = np.concatenate([x, np.zeros((run - n, *x.shape[1:]), x.dtype)])
+        return self._infer_batch(x)[:n]
+
+    def _infer_batch(self, x: np.ndarray) -> np.ndarray:
         b = int(x.shape[0])
         slot = self._slot(b)
         self._bind(slot, b, slot.d_in.ptr, slot.d_out.ptr)
@@ -265,6 +280,23 @@ class TrtRunner(Runner):
             "profiles": [list(p) for p in self.profiles],
             "input_dtype": np.dtype(self.in_dtype).name,
         }
+
+
+def plan_batches(n: int, profiles: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """(start, stop, batch to run) covering ``n`` images with batches some profile holds.
+
+    Chunks are the largest profile maximum; a remainder no profile holds runs padded up to
+    the smallest profile minimum above it.
+    """
+    if not profiles:
+        raise EngineError("the engine has no optimization profiles")
+    hi = max(p[2] for p in profiles)
+    plan = []
+    for start in range(0, n, hi):
+        size = min(hi, n - start)
+        held = any(lo <= size <= top for lo, _, top in profiles)
+        plan.append((start, start + size, size if held else min(lo for lo, _, _ in profiles if lo > size)))
+    return plan
 
 
 class _Pipeline:
