@@ -19,7 +19,7 @@ from .lib.io import read_json, write_csv, write_json
 from .lib.models import build_model, save_checkpoint
 from .lib.params import Params, load_params
 from .lib.progress import progress
-from .lib.torchdata import DeviceDataset
+from .lib.torchdata import DeviceDataset, cutmix
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def train(
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     gen = torch.Generator(device=device).manual_seed(p.seed)
+    host_gen = torch.Generator().manual_seed(p.seed + 1)  # CutMix decisions and boxes, host side
     history: list[dict[str, Any]] = []
     images_seen, train_time = 0, 0.0
     eval_each_epoch = device.type == "cuda"
@@ -96,11 +97,17 @@ def train(
         batches = range(steps_per_epoch)
         for i in progress(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{t.epochs}"):
             idx = perm[i * t.batch_size : (i + 1) * t.batch_size]
-            x = train_ds.augmented(idx, gen, t.cutout).contiguous(memory_format=fmt)
+            x = train_ds.augmented(idx, gen, t.cutout)
             y = train_ds.labels[idx]
+            mix = t.cutmix > 0 and float(torch.rand(1, generator=host_gen)) < t.cutmix
+            if mix:
+                x, y_pasted, kept = cutmix(x, y, gen, host_gen)
+            x = x.contiguous(memory_format=fmt)
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                 logits = model(x)
                 loss = loss_fn(logits, y)
+                if mix:
+                    loss = kept * loss + (1.0 - kept) * loss_fn(logits, y_pasted)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

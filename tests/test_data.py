@@ -599,6 +599,35 @@ def test_device_dataset_cutout_scales_with_upsampling() -> None:
 # -- synthetic -------------------------------------------------------------------------------
 
 
+def test_cutmix_pastes_one_box_from_shuffled_images_and_weights_labels_by_area() -> None:
+    import torch
+
+    from stages.lib.torchdata import cutmix
+
+    n = 16
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, 32, 32).contiguous()
+    original = x.clone()
+    y = torch.arange(n)
+    seen_kept = []
+    for seed in range(20):
+        mixed, y_pasted, kept = cutmix(x, y, torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed))
+        assert mixed.shape == x.shape and torch.equal(x, original)  # the input is left alone
+        assert sorted(y_pasted.tolist()) == list(range(n))  # a permutation of the batch's labels
+        for k in range(n):
+            pasted = mixed[k] != x[k]
+            if y_pasted[k] == y[k]:  # paired with itself: nothing visible changes
+                assert not pasted.any()
+                continue
+            # the pasted pixels are image y_pasted[k]'s, in one box shared by every channel
+            assert torch.equal(mixed[k][pasted], x[int(y_pasted[k])][pasted])
+            rows, cols = pasted[0].any(1).nonzero().flatten(), pasted[0].any(0).nonzero().flatten()
+            area = 0 if not len(rows) else (int(rows[-1]) - int(rows[0]) + 1) * (int(cols[-1]) - int(cols[0]) + 1)
+            assert int(pasted[0].sum()) == area
+            assert kept == pytest.approx(1 - area / (32 * 32))
+        seen_kept.append(kept)
+    assert all(0.0 <= k <= 1.0 for k in seen_kept) and max(seen_kept) - min(seen_kept) > 0.3  # boxes vary
+
+
 def test_synthetic_shapes_and_labels() -> None:
     ds = data.synthetic(60, 20, 5, seed=0)
     assert ds.train.images.shape == (60, 32, 32, 3) and ds.train.images.dtype == np.uint8
@@ -682,3 +711,26 @@ def test_load_split_npy_payload_raises_dataset_error(tmp_path: Path) -> None:
         np.save(f, _images(2))
     with pytest.raises(DatasetError, match="not a prepared split"):
         data.load_split(path)
+
+
+def test_training_with_cutmix_on_every_batch_mixes_each_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import stages.train
+    from stages.lib.params import params_from_dict
+    from stages.lib.torchdata import cutmix
+    from tests.conftest import TINY, compose
+
+    calls = []
+    monkeypatch.setattr(stages.train, "cutmix", lambda *a: calls.append(1) or cutmix(*a))
+    p = params_from_dict(compose([*TINY, "train.epochs=2", "train.cutmix=1.0", "train.batch_size=32"]))
+    ds = data.synthetic(64, 32, p.model.num_classes, seed=0)
+    _model, history, ips = stages.train.train(p, ds.train, ds.test, torch.device("cpu"))
+    assert len(calls) == 2 * 64 // 32  # every batch of both epochs
+    assert [row["epoch"] for row in history] == [1, 2] and ips > 0
+    assert all(np.isfinite(row["train_loss"]) for row in history)
+    # the default (0.0) never mixes
+    calls.clear()
+    off = params_from_dict(compose([*TINY, "train.epochs=1", "train.batch_size=32"]))
+    stages.train.train(off, ds.train, ds.test, torch.device("cpu"))
+    assert off.train.cutmix == 0.0 and calls == []

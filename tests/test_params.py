@@ -397,6 +397,7 @@ def test_calibration_images_must_fit_the_calibration_subset() -> None:
         ("quality", "max_top1_drop", -1, "quality.max_top1_drop: must be >= 0, got -1.0"),
         ("train", "epochs", -1, "train.epochs: must be >= 0, got -1"),
         ("train", "batch_size", 0, "train.batch_size: must be > 0, got 0"),
+        ("train", "cutmix", 1.5, "train.cutmix: must be a probability in [0, 1], got 1.5"),
         ("calibrate", "percentile", 0, "calibrate.percentile: must be in (0, 100], got 0.0"),
     ],
 )

@@ -58,6 +58,7 @@ class TrainParams:
     weight_decay: float
     label_smoothing: float
     cutout: int
+    cutmix: float
     warmup_fraction: float
     subset: int
     amp: bool
@@ -215,6 +216,8 @@ def validate(p: Params) -> list[str]:
         problems.append(f"train.warmup_fraction: must be in (0, 1), got {p.train.warmup_fraction}")
     if not 0 <= p.train.cutout <= p.model.image_size:
         problems.append(f"train.cutout: must be 0 (off) .. {p.model.image_size}, got {p.train.cutout}")
+    if not 0.0 <= p.train.cutmix <= 1.0:
+        problems.append(f"train.cutmix: must be a probability in [0, 1], got {p.train.cutmix}")
     if p.train.epochs < 0:
         problems.append(f"train.epochs: must be >= 0, got {p.train.epochs}")
     if p.bench.warmup < 0:

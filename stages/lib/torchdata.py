@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -65,3 +67,27 @@ class DeviceDataset:
 
     def plain(self, start: int, stop: int) -> torch.Tensor:
         return self.normalise(self.images[start:stop])
+
+
+def cutmix(
+    x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, host: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """CutMix (Yun et al., 2019) on a batch: one box, from a shuffled copy of the batch.
+
+    The mixing ratio comes from Beta(1, 1), i.e. uniform, and the box side from
+    sqrt(1 - ratio); after clipping at the border the ratio is recomputed from the box
+    area. Returns (mixed images, the pasted images' labels, the weight of the original
+    labels). ``generator`` draws the permutation on the batch's device; ``host`` (a CPU
+    generator) draws the box, so nothing waits on the device.
+    """
+    n, _, h, w = x.shape
+    lam, cy, cx = torch.rand(3, generator=host).tolist()
+    cut_h, cut_w = int(h * math.sqrt(1.0 - lam)), int(w * math.sqrt(1.0 - lam))
+    cy, cx = int(cy * h), int(cx * w)
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h - cut_h // 2, h)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w - cut_w // 2, w)
+    perm = torch.randperm(n, device=x.device, generator=generator)
+    mixed = x.clone()
+    mixed[:, :, top:bottom, left:right] = x[perm, :, top:bottom, left:right]
+    kept = 1.0 - (bottom - top) * (right - left) / (h * w)
+    return mixed, y[perm], kept
