@@ -4,13 +4,17 @@ Ranges come from ONNX Runtime's calibrators (entropy, minmax or percentile) over
 calibration subset of the *training* split. Q/DQ nodes follow TensorRT's placement advice:
 symmetric INT8, per-channel weights, float bias, Q/DQ on the inputs of Conv and on every
 residual block's skip input (the pattern TensorRT fuses into conv + add + ReLU), or, with
-``quantize_residual_add``, on all Add inputs and outputs (ORT's own placement).
+``quantize_residual_add``, on all Add inputs and outputs (ORT's own placement). Convs named
+by ``float_nodes`` stay in float. The stage then checks the Q/DQ model against FP32 on the
+calibration images (top-1 agreement, reported; a warning below ``min_agreement``), so a
+collapse shows before any engine is built.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import tempfile
 import time
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 32
 CHUNK = 4  # batches per collect_data call
+CHECK_IMAGES = 256  # calibration images the Q/DQ model is checked on against FP32
 
 
 class _Reader:
@@ -138,25 +143,45 @@ def quantize(onnx_path: Path, tensors: Any, c: CalibrateParams, dest: Path) -> d
         "QDQKeepRemovableActivations": True,
         "OpTypesToExcludeOutputQuantization": ["Conv"],
     }
+    # Convs named by calibrate.float_nodes get no Q/DQ; TensorRT runs them in float (FP16 in
+    # 8.6's weakly typed INT8 builds, which also allow FP16).
+    excluded = float_node_names(model, c.float_nodes)
     quantizer = QDQQuantizer(
-        model, c.per_channel, False, QuantType.QInt8, QuantType.QInt8, tensors, None, None, op_types, extra
+        model, c.per_channel, False, QuantType.QInt8, QuantType.QInt8, tensors, None, excluded, op_types, extra
     )
     quantizer.quantize_model()
-    skip = 0 if c.quantize_residual_add else quantize_skip_inputs(quantizer.model.model, tensors)
+    skip = 0 if c.quantize_residual_add else quantize_skip_inputs(quantizer.model.model, tensors, set(excluded))
     with atomic_path(dest) as tmp:
         quantizer.model.save_model_to_file(str(tmp), False)
         try:
             onnx.checker.check_model(str(tmp))
         except onnx.checker.ValidationError as exc:
             raise OnnxModelError(f"{dest}: the Q/DQ model fails onnx.checker ({exc})") from exc
-    counts: dict[str, int] = {"skip_qdq_pairs": skip}
+    counts: dict[str, int] = {"skip_qdq_pairs": skip, "float_convs": len(excluded)}
     for node in onnx.load(str(dest)).graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
 
 
-def quantize_skip_inputs(model: Any, tensors: Any) -> int:
+def float_node_names(model: Any, patterns: list[str]) -> list[str]:
+    """Names of the Conv nodes that match any of ``patterns`` (regexes, searched)."""
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and any(re.search(rx, n.name) for rx in patterns)]
+
+
+def qdq_agreement(fp32_onnx: Path, qdq_onnx: Path, batches: list[np.ndarray], providers: list[str]) -> float:
+    """Top-1 agreement of the Q/DQ model with the FP32 model on ``batches`` (ONNX Runtime)."""
+    import onnxruntime as ort
+
+    preds = []
+    for path in (fp32_onnx, qdq_onnx):
+        sess = ort.InferenceSession(str(path), providers=providers)
+        name = sess.get_inputs()[0].name
+        preds.append(np.concatenate([sess.run(None, {name: b})[0].argmax(1) for b in batches]))
+    return float((preds[0] == preds[1]).mean())
+
+
+def quantize_skip_inputs(model: Any, tensors: Any, float_nodes: set[str] | None = None) -> int:
     """Q/DQ on the skip input of residual Adds that ORT left in float.
 
     TensorRT fuses conv + add (+ ReLU) in INT8 when the add's other input is quantized. In
@@ -175,6 +200,8 @@ def quantize_skip_inputs(model: Any, tensors: Any) -> int:
         for tensor in list(add.input):
             conv = producer.get(tensor)
             if conv is None or conv.op_type != "Conv" or consumers.get(conv.input[0], 0) < 2:
+                continue
+            if float_nodes and conv.name in float_nodes:  # its block stays in float: so does the skip
                 continue
             if tensor not in tensors.data:
                 log.warning("no calibrated range for %s: its skip connection stays in float", tensor)
@@ -203,6 +230,19 @@ def run(args: argparse.Namespace) -> None:
     calib_s = time.perf_counter() - t0
     write_json(args.ranges, ranges_to_json(tensors, p.calibrate, n_images))
     counts = quantize(args.onnx, tensors, p.calibrate, args.out)
+    check = batches[: max(1, CHECK_IMAGES // BATCH)]
+    agreement = qdq_agreement(args.onnx, args.out, check, providers)
+    n_check = sum(len(b) for b in check)
+    if agreement < p.calibrate.min_agreement:
+        log.warning(
+            "the INT8 model's top-1 agrees with FP32 on only %.1f%% of %d calibration images "
+            "(calibrate.min_agreement %.0f%%): INT8 accuracy will suffer. An under-trained "
+            "model is a common cause; otherwise keep the sensitive layers in float with "
+            "calibrate.float_nodes, or try calibrate.method",
+            100 * agreement,
+            n_check,
+            100 * p.calibrate.min_agreement,
+        )
     write_json(
         args.report,
         {
@@ -215,6 +255,10 @@ def run(args: argparse.Namespace) -> None:
             "calibrate_s": round(calib_s, 2),
             "quantize_linear_nodes": counts.get("QuantizeLinear", 0),
             "skip_qdq_pairs_added": counts["skip_qdq_pairs"],
+            "float_convs": counts["float_convs"],
+            "float_nodes": p.calibrate.float_nodes,
+            "qdq_top1_agreement_vs_fp32": round(agreement, 4),
+            "agreement_images": n_check,
             "dequantize_linear_nodes": counts.get("DequantizeLinear", 0),
             "provider": providers[0],
             "tool": f"onnxruntime {ort.__version__} quantization",

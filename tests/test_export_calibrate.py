@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -253,6 +254,9 @@ def test_int8_model_has_qdq_nodes_and_passes_checker(prepared_tiny: Path, int8_m
     assert report["from_split"] == "train"
     assert [i.name for i in int8_model.graph.input] == ["input"]
     assert [o.name for o in int8_model.graph.output] == ["logits"]
+    # the stage checks its Q/DQ model against FP32 on the calibration images it used
+    assert report["agreement_images"] == 128 and 0.0 <= report["qdq_top1_agreement_vs_fp32"] <= 1.0
+    assert report["float_convs"] == 0 and report["float_nodes"] == []
 
 
 def test_int8_zero_points_are_int8_zeros(int8_model) -> None:
@@ -495,6 +499,81 @@ def test_every_method_gives_a_qdq_model_that_agrees_with_fp32(
     else:
         assert agreement > 0.9, f"{method}: INT8 top-1 agreement with FP32 only {agreement:.3f}"
         assert np.abs(got - ref).max() < 0.25 * np.abs(ref).max()
+
+
+def test_float_nodes_keep_the_matching_convs_and_their_skips_out_of_int8(
+    tiny, centroid_model, ranges_by_method, tmp_path: Path
+) -> None:
+    _, p, _, x = tiny
+    c = dataclasses.replace(p.calibrate, method="minmax", float_nodes=["^/layer4/"])
+    counts = calibrate.quantize(centroid_model, ranges_by_method["minmax"], c, tmp_path / "int8.onnx")
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    producer, _, _ = _graph_maps(model)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    in_float = [n.name for n in convs if producer[n.input[0]].op_type != "DequantizeLinear"]
+    assert in_float and all(name.startswith("/layer4/") for name in in_float)
+    assert counts["float_convs"] == len(in_float) == 5  # layer4: 4 block convs + 1 downsample
+    for conv in convs:  # weights too: float weights, no Q/DQ pair
+        assert (producer.get(conv.input[1]) is not None) == (conv.name not in in_float), conv.name
+    # layer4's downsample skip stays float; the other two downsample blocks keep their Q/DQ
+    assert counts["skip_qdq_pairs"] == 2
+    full = calibrate.quantize(
+        centroid_model, ranges_by_method["minmax"], dataclasses.replace(c, float_nodes=[]), tmp_path / "all.onnx"
+    )
+    assert full["skip_qdq_pairs"] == 3 and full["QuantizeLinear"] > counts["QuantizeLinear"]
+    # still a valid model that agrees with FP32
+    agreement = (_run(tmp_path / "int8.onnx", x).argmax(1) == _run(centroid_model, x).argmax(1)).mean()
+    assert agreement > 0.9
+
+
+def test_qdq_agreement_is_top1_agreement_on_the_given_batches(
+    tiny, centroid_model, calib_batches, tmp_path: Path
+) -> None:
+    """1.0 against itself; against a model with a permuted classifier, what argmax says."""
+    providers = ["CPUExecutionProvider"]
+    assert calibrate.qdq_agreement(centroid_model, centroid_model, calib_batches, providers) == 1.0
+    model = onnx.load(str(centroid_model))
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    for t in model.graph.initializer:
+        if t.name in (gemm.input[1], gemm.input[2]):
+            arr = numpy_helper.to_array(t)
+            t.CopyFrom(numpy_helper.from_array(np.roll(arr, 1, axis=0), t.name))  # class k -> k+1
+    onnx.save(model, str(tmp_path / "rolled.onnx"))
+    x = np.concatenate(calib_batches)
+    expected = (_run(centroid_model, x).argmax(1) == _run(tmp_path / "rolled.onnx", x).argmax(1)).mean()
+    got = calibrate.qdq_agreement(centroid_model, tmp_path / "rolled.onnx", calib_batches, providers)
+    assert got == pytest.approx(expected) and got < 0.5
+
+
+def test_calibrate_warns_when_the_qdq_model_disagrees_with_fp32(
+    prepared_tiny: Path, project: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("data/prepared", M):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(prepared_tiny / name, project / name)
+    monkeypatch.setattr(calibrate, "qdq_agreement", lambda *a: 0.3)
+    monkeypatch.chdir(project)
+    args = [
+        "--params",
+        "params.yaml",
+        "--onnx",
+        f"{M}/onnx/fp32.onnx",
+        "--calib",
+        "data/prepared/calib.npz",
+        "--out",
+        f"{M}/onnx/int8.onnx",
+        "--ranges",
+        f"{M}/calibration/ranges.json",
+        "--report",
+        "reports/calibrate.json",
+    ]
+    with caplog.at_level("WARNING"):
+        assert calibrate.main(args) == 0
+    report = json.loads((project / "reports/calibrate.json").read_text())
+    assert report["qdq_top1_agreement_vs_fp32"] == 0.3
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("agrees with FP32 on only 30.0% of 128 calibration images" in w for w in warned), warned
+    assert any("calibrate.float_nodes" in w for w in warned)
 
 
 def test_entropy_clips_outliers_unlike_minmax(ranges_by_method, true_amax) -> None:

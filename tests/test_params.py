@@ -399,6 +399,14 @@ def test_calibration_images_must_fit_the_calibration_subset() -> None:
         ("train", "batch_size", 0, "train.batch_size: must be > 0, got 0"),
         ("train", "cutmix", 1.5, "train.cutmix: must be a probability in [0, 1], got 1.5"),
         ("calibrate", "percentile", 0, "calibrate.percentile: must be in (0, 100], got 0.0"),
+        ("calibrate", "min_agreement", 1.5, "calibrate.min_agreement: must be in [0, 1], got 1.5"),
+        (
+            "calibrate",
+            "float_nodes",
+            ["^/layer4/", "(unclosed"],
+            "calibrate.float_nodes[1]: not a regular expression (missing ), unterminated subpattern at "
+            "position 0): '(unclosed'",
+        ),
     ],
 )
 def test_out_of_range_values(section: str, key: str, value: Any, expected: str) -> None:

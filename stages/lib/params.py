@@ -8,6 +8,7 @@ unknown and missing keys, checks types and values, and reports every problem at 
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,8 @@ class CalibrateParams:
     percentile: float
     per_channel: bool
     quantize_residual_add: bool
+    float_nodes: list[str]  # regexes on Conv node names kept out of INT8
+    min_agreement: float  # warn when the Q/DQ model's top-1 agrees less with FP32
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,13 @@ def validate(p: Params) -> list[str]:
             f"calibrate.num_images ({p.calibrate.num_images}) exceeds data.calib_size "
             f"({p.data.calib_size}): raise data.calib_size or lower calibrate.num_images"
         )
+    for i, rx in enumerate(p.calibrate.float_nodes):
+        try:
+            re.compile(rx)
+        except re.error as exc:
+            problems.append(f"calibrate.float_nodes[{i}]: not a regular expression ({exc}): {rx!r}")
+    if not 0.0 <= p.calibrate.min_agreement <= 1.0:
+        problems.append(f"calibrate.min_agreement: must be in [0, 1], got {p.calibrate.min_agreement}")
     if not 0.0 < p.calibrate.percentile <= 100.0:
         problems.append(f"calibrate.percentile: must be in (0, 100], got {p.calibrate.percentile}")
     if not 0.0 <= p.quality.min_fp32_agreement <= 1.0:
