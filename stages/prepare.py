@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .lib import data
 from .lib.cli import run_main
 from .lib.io import atomic_dir, write_json
@@ -24,9 +26,14 @@ def prepare(params_path: str, out: Path) -> None:
         ds = data.load_raw(p.data.raw_dir, p.data.source, p.data.download)
     idx = data.calibration_indices(len(ds.train), p.data.calib_size, p.seed)
     calib = data.Split(ds.train.images[idx], ds.train.labels[idx])
+    # The test split in a fixed shuffled order: image-folder trees come sorted by class, and
+    # the checks that use the first N test images (export parity, reference logits) must see
+    # every class. Accuracy over the whole split does not depend on the order.
+    order = np.random.default_rng(p.seed).permutation(len(ds.test))
+    test = data.Split(ds.test.images[order], ds.test.labels[order])
     with atomic_dir(out) as tmp:
         data.save_split(tmp / "train.npz", ds.train)
-        data.save_split(tmp / "test.npz", ds.test)
+        data.save_split(tmp / "test.npz", test)
         data.save_split(tmp / "calib.npz", calib)
         write_json(
             tmp / "meta.json",
@@ -37,6 +44,7 @@ def prepare(params_path: str, out: Path) -> None:
                 "classes": list(ds.classes),
                 "train_images": len(ds.train),
                 "test_images": len(ds.test),
+                "test_order": f"shuffled (seed {p.seed})",
                 "calib_images": len(calib),
                 "calib_drawn_from": "train split",
                 "image_shape": list(ds.train.images.shape[1:]),

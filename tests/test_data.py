@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import tarfile
 from pathlib import Path
@@ -280,6 +281,36 @@ def test_unreadable_image_is_named(tmp_path: Path) -> None:
     (tmp_path / "test" / "apple" / "b_apple.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match=r"test/apple/b_apple\.png: not a readable image"):
         data.load_raw(tmp_path)
+
+
+def test_prepare_shuffles_a_class_sorted_test_split_the_same_way_every_time(tmp_path: Path) -> None:
+    from stages import prepare
+    from tests.conftest import write_params
+
+    rng = np.random.default_rng(0)
+    tree: dict[str, dict[str, dict[str, np.ndarray]]] = {"train": {}, "test": {}}
+    for cls in CLASSES:
+        for split, n in (("train", 2), ("test", 8)):
+            tree[split][cls] = {f"{i}.png": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for i in range(n)}
+    _write_tree(tmp_path / "raw", tree)
+    params = write_params(
+        tmp_path, ["data=cifar10", f"data.raw_dir={tmp_path / 'raw'}", "data.calib_size=4", "calibrate.num_images=4"]
+    )
+    outs = []
+    for k in range(2):
+        prepare.prepare(str(params), tmp_path / f"out{k}")
+        outs.append(data.load_split(tmp_path / f"out{k}" / "test.npz"))
+    sorted_images, sorted_labels = _expected_split(tree, "test")  # the tree's own (class-sorted) order
+    got = outs[0]
+    assert not np.array_equal(got.labels, sorted_labels)
+    assert len(set(got.labels[:6].tolist())) > 1  # a prefix holds more than one class
+    # the same images with the same labels, only reordered
+    pairs = sorted((lbl, img.tobytes()) for img, lbl in zip(got.images, got.labels, strict=True))
+    expected = sorted((lbl, img.tobytes()) for img, lbl in zip(sorted_images, sorted_labels, strict=True))
+    assert pairs == expected
+    np.testing.assert_array_equal(outs[1].images, got.images)  # deterministic (params.seed)
+    meta = json.loads((tmp_path / "out0" / "meta.json").read_text())
+    assert meta["test_order"].startswith("shuffled")
 
 
 def test_grayscale_image_is_converted_to_rgb(tmp_path: Path) -> None:
