@@ -7,9 +7,9 @@
 # reports, artifacts and the DVC cache between calls; each call refreshes their code.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-step=${1:?usage: session.sh part pNN | install | repro MODEL [TARGET...] | early MODEL... | second MODEL | warm MODEL PREC | io MODEL PREC | tests | collect}
+step=${1:?usage: session.sh part pNN | install | variant NAME MODEL [OVERRIDE...] | repro WS [TARGET...] | early WS... | second WS | warm WS PREC | io WS PREC | tests | collect}
 export PYTHONUNBUFFERED=1 PIPELINE_LOG_LEVEL=${PIPELINE_LOG_LEVEL:-INFO}
-WS=/tmp/ws
+WS=${WS:-/tmp/ws}  # workspaces: one per model config name, or per variant (see `variant`)
 # DEADLINE (epoch seconds, set by the caller for the whole device call) bounds every long
 # step, keeping RESERVE seconds for `collect`; a step that cannot start in time says so.
 RESERVE=${RESERVE:-25}
@@ -17,26 +17,37 @@ left() { echo $(( ${DEADLINE:-$(( $(date +%s) + 560 ))} - $(date +%s) - RESERVE 
 need() { [ "$(left)" -ge "$1" ] || { echo "SKIPPED $step: $(left) s left, needs $1"; exit 3; }; }
 
 host_env() {
+  # DVC and HOST_PYTHON already set (a local dry run): use them as they are
+  if [ -n "${DVC:-}" ] && [ -n "${HOST_PYTHON:-}" ]; then return 0; fi
   # shellcheck disable=SC1091
   source /opt/trt/env.sh
   mkdir -p /tmp/bin && ln -sf "$HOST_PYTHON" /tmp/bin/python && export PATH=/tmp/bin:$PATH
 }
 
-workspace() {  # $1: model config name; prints the workspace path
+workspace() {  # $1: a model config name, or a variant's name; prints the workspace path
   local ws=$WS/$1
+  [ -f "$ws/overrides" ] || { mkdir -p "$ws" && echo "model=$1" > "$ws/overrides"; }
   mkdir -p "$ws/data"
   rm -rf "$ws/stages" "$ws/conf"
   cp -r conf stages dvc.yaml .dvcignore "$ws"/ && cp -r data/raw "$ws/data/"
   mkdir -p "$ws/.dvc" && cp .dvc/config "$ws/.dvc/config"
   (cd "$ws" && "$DVC" config --local core.no_scm true >/dev/null \
-     && "$HOST_PYTHON" -c "import os; from dvc.utils.hydra import compose_and_dump as c; c('params.yaml', os.path.abspath('conf'), None, 'config', '', ['model=$1'])" \
+     && "$HOST_PYTHON" -c "import os; from dvc.utils.hydra import compose_and_dump as c; c('params.yaml', os.path.abspath('conf'), None, 'config', '', open('overrides').read().split())" \
      && rm -f .dvc/tmp/rwlock .dvc/tmp/lock)
   echo "$ws"
+}
+
+model_of() {  # $1: workspace path; the model name its params.yaml says (artifact paths use it)
+  sed -n '/^model:/,/^[^ ]/s/^  name: *//p' "$1/params.yaml" | head -1
 }
 
 case "$step" in
   part)
     mkdir -p /tmp/gpu-bundle && cp ".gpu-bundle/$2/part" "/tmp/gpu-bundle/$2" && ls /tmp/gpu-bundle | tr '\n' ' ' ;;
+  variant)  # $2 a new workspace name, $3 the model config, then Hydra overrides (no spaces):
+    # a workspace of its own, e.g. to train two recipes at once in `early`
+    [ $# -ge 3 ] || { echo "usage: session.sh variant NAME MODEL [OVERRIDE...]" >&2; exit 2; }
+    mkdir -p "$WS/$2" && printf '%s\n' "model=$3" "${@:4}" > "$WS/$2/overrides" && cat "$WS/$2/overrides" ;;
   install)
     cat /tmp/gpu-bundle/p* | tar -x -C /tmp && bash /tmp/bundle/install.sh /opt/trt 2>&1 | tail -1
     rm -rf /tmp/gpu-bundle /tmp/bundle
@@ -62,21 +73,21 @@ case "$step" in
   second)  # a repro right after a complete one: should run nothing but the probe
     need 30; host_env; ws=$(workspace "$2"); (cd "$ws" && timeout --signal=INT "$(left)" "$DVC" repro 2>&1) | tee "$OUT/second-repro-$2.log" ;;
   warm)  # rebuild an engine from a copy of its timing cache: cold vs warm build time
-    need 60; host_env; ws=$WS/$2; prec=$3
-    (cd "$ws" && rm -rf /tmp/warm && mkdir -p /tmp/warm && cp "artifacts/$2/engines/$prec/timing.cache" /tmp/warm/ \
-      && timeout "$(left)" python -m stages.build --precision "$prec" --onnx "artifacts/$2/onnx/$prec.onnx" \
+    need 60; host_env; ws=$WS/$2; prec=$3; m=$(model_of "$ws")
+    (cd "$ws" && rm -rf /tmp/warm && mkdir -p /tmp/warm && cp "artifacts/$m/engines/$prec/timing.cache" /tmp/warm/ \
+      && timeout "$(left)" python -m stages.build --precision "$prec" --onnx "artifacts/$m/onnx/$prec.onnx" \
          --fingerprint artifacts/fingerprint.json --out-dir /tmp/warm --report "$OUT/warm-build-$2-$prec.json" \
-      && cp "reports/$2/build/$prec.json" "$OUT/cold-build-$2-$prec.json") 2>&1 | tail -3 ;;
+      && cp "reports/$m/build/$prec.json" "$OUT/cold-build-$2-$prec.json") 2>&1 | tail -3 ;;
   io)  # A/B of build.io_fp16: the engine with the other I/O type (warm timing cache), TensorRT bench only
-    need 90; host_env; ws=$WS/$2; prec=$3; d=/tmp/io-$2-$prec
-    (cd "$ws" && rm -rf "$d" && mkdir -p "$d" && cp "artifacts/$2/engines/$prec/timing.cache" "$d/" \
+    need 90; host_env; ws=$WS/$2; prec=$3; d=/tmp/io-$2-$prec; m=$(model_of "$ws")
+    (cd "$ws" && rm -rf "$d" && mkdir -p "$d" && cp "artifacts/$m/engines/$prec/timing.cache" "$d/" \
       && if grep -q 'io_fp16: true' params.yaml; then sed 's/io_fp16: true/io_fp16: false/' params.yaml; \
          else sed 's/io_fp16: false/io_fp16: true/' params.yaml; fi > "$d/params.yaml" \
       && timeout "$(left)" python -m stages.build --params "$d/params.yaml" --precision "$prec" \
-         --onnx "artifacts/$2/onnx/$prec.onnx" --fingerprint artifacts/fingerprint.json --out-dir "$d" \
+         --onnx "artifacts/$m/onnx/$prec.onnx" --fingerprint artifacts/fingerprint.json --out-dir "$d" \
          --report "$OUT/io-build-$2-$prec.json" \
       && timeout "$(left)" "$TRT_PYTHON" -m stages.benchmark --params "$d/params.yaml" --precision "$prec" \
-         --checkpoint "artifacts/$2/checkpoint.pt" --onnx "artifacts/$2/onnx/$prec.onnx" --engine-dir "$d" \
+         --checkpoint "artifacts/$m/checkpoint.pt" --onnx "artifacts/$m/onnx/$prec.onnx" --engine-dir "$d" \
          --backend tensorrt --part "$OUT/io-bench-$2-$prec.json") 2>&1 | grep -E "INFO|ERROR|error" ;;
   tests)
     need 60; host_env; timeout "$(left)" python -m pytest -m "gpu or tensorrt" -v --durations=15 -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -25 ;;

@@ -1,0 +1,50 @@
+"""tools/gpu-host/session.sh without the GPU host: workspaces and variants, run locally with
+this interpreter's DVC (a dry run composes the workspace exactly as on the host)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+SESSION = ROOT / "tools" / "gpu-host" / "session.sh"
+DVC = Path(sys.executable).parent / "dvc"
+
+pytestmark = pytest.mark.skipif(not DVC.exists() or shutil.which("bash") is None, reason="needs bash and dvc")
+
+
+def _session(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, WS=str(tmp_path / "ws"), OUT=str(tmp_path / "out"), DVC=str(DVC), HOST_PYTHON=sys.executable)
+    return subprocess.run(["bash", str(SESSION), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_variant_gets_its_own_workspace_with_its_overrides(tmp_path: Path) -> None:
+    made = _session(tmp_path, "variant", "r18-cutmix", "resnet18_cifar", "train.cutmix=0.5", "train.cutout=0")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.split() == ["model=resnet18_cifar", "train.cutmix=0.5", "train.cutout=0"]
+    dry = _session(tmp_path, "repro", "r18-cutmix", "--dry", "prepare")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "Running stage 'prepare'" in dry.stdout and "PIPELINE COMPLETE" in dry.stdout
+    params = yaml.safe_load((tmp_path / "ws" / "r18-cutmix" / "params.yaml").read_text())
+    assert params["model"]["name"] == "resnet18_cifar"
+    assert params["train"]["cutmix"] == 0.5 and params["train"]["cutout"] == 0
+    assert params["train"]["epochs"] == yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["epochs"]
+
+
+def test_a_model_name_is_a_workspace_of_that_model_with_defaults(tmp_path: Path) -> None:
+    dry = _session(tmp_path, "repro", "resnet50", "--dry", "prepare")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    params = yaml.safe_load((tmp_path / "ws" / "resnet50" / "params.yaml").read_text())
+    assert params["model"]["name"] == "resnet50" and params["model"]["image_size"] == 224
+
+
+def test_variant_without_a_model_is_a_usage_error(tmp_path: Path) -> None:
+    bad = _session(tmp_path, "variant", "lonely")
+    assert bad.returncode == 2 and "usage: session.sh variant NAME MODEL" in bad.stderr
