@@ -108,6 +108,19 @@ def write_plots(c: Collected, out: Path) -> None:
         plot.training(c.history, out / "training.png", sub)
 
 
+def _calibration_check(cal: dict[str, Any]) -> str:
+    """The calibrate stage's own check, when it ran: Q/DQ vs FP32 agreement and float layers."""
+    parts = []
+    if cal.get("float_convs"):
+        parts.append(f"{cal['float_convs']} convs kept in float ({', '.join(cal.get('float_nodes', []))})")
+    if cal.get("qdq_top1_agreement_vs_fp32") is not None:
+        parts.append(
+            f"Q/DQ top-1 agreement with FP32 {100 * cal['qdq_top1_agreement_vs_fp32']:.1f}% "
+            f"on {cal.get('agreement_images')} calibration images (ONNX Runtime)"
+        )
+    return "; " + "; ".join(parts) if parts else ""
+
+
 def _status_lines(c: Collected) -> list[str]:
     """What did not run, grouped by reason: '- build/evaluate/benchmark X: status: reason'."""
     grouped: dict[tuple[str, str], list[str]] = {}
@@ -268,7 +281,7 @@ def summary_markdown(c: Collected, plots_dir: Path) -> str:
         f"test top-1 {_fmt(c.train.get('test_top1'))}% (FP32), wall time {_fmt(c.train.get('train_wall_s'), '.0f')} s "
         f"on {c.train.get('device')}",
         f"- INT8: explicit quantization, {c.calibrate.get('method')} calibration on "
-        f"{c.calibrate.get('images')} training images ({c.calibrate.get('tool')})",
+        f"{c.calibrate.get('images')} training images ({c.calibrate.get('tool')})" + _calibration_check(c.calibrate),
         f"- Precisions: {', '.join(p.precisions)}; backends: {', '.join(p.backends)}",
         "",
     ]

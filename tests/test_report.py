@@ -292,6 +292,17 @@ def build_model_dir(root: Path, name: str) -> dict[str, Any]:
             "dequantize_linear_nodes": 62,
             "provider": "CPUExecutionProvider",
             "tool": "onnxruntime 1.20.1 quantization",
+            # the stage's own check; reports written before it existed lack these keys
+            **(
+                {
+                    "float_convs": 5,
+                    "float_nodes": ["^/layer4/"],
+                    "qdq_top1_agreement_vs_fp32": 0.9941,
+                    "agreement_images": 256,
+                }
+                if gpu
+                else {}
+            ),
         },
     )
     sc = dict(sc, bench_summary={}, records={})
@@ -430,6 +441,12 @@ def test_summary_names_the_model_and_where_it_ran(name: str, request: pytest.Fix
         assert f"- Where: {MODEL}, profile cpu, no CUDA GPU, no TensorRT" in md
     assert f"- Precisions: {', '.join(p['precisions'])}; backends: {', '.join(p['backends'])}" in md
     assert "entropy calibration on" in md and "onnxruntime 1.20.1 quantization" in md
+    check = (
+        "; 5 convs kept in float (^/layer4/); Q/DQ top-1 agreement with FP32 99.4% on 256 calibration images "
+        "(ONNX Runtime)"
+    )
+    assert (check in md) == (name == "on_gpu")
+    assert "onnxruntime 1.20.1 quantization)\n" in md or name == "on_gpu"
 
 
 def test_synthetic_banner_only_for_synthetic_data(on_gpu: Ran, on_cpu: Ran) -> None:
