@@ -23,6 +23,18 @@ from stages.lib.params import load_params
 from tests.conftest import run_stage
 
 M = "artifacts/resnet18_cifar"
+CALIBRATE_ARGS = [  # the calibrate stage's arguments in a project copy, as dvc.yaml gives them
+    "--onnx",
+    f"{M}/onnx/fp32.onnx",
+    "--calib",
+    "data/prepared/calib.npz",
+    "--out",
+    f"{M}/onnx/int8.onnx",
+    "--ranges",
+    f"{M}/calibration/ranges.json",
+    "--report",
+    "reports/calibrate.json",
+]
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -356,23 +368,7 @@ def test_ranges_json(prepared_tiny: Path, int8_model) -> None:
 def test_calibrate_stage_missing_onnx_is_one_error_line(prepared_tiny: Path, project: Path) -> None:
     (project / "data/prepared").mkdir(parents=True)
     (project / "data/prepared/calib.npz").write_bytes((prepared_tiny / "data/prepared/calib.npz").read_bytes())
-    proc = run_stage(
-        "calibrate",
-        [
-            "--onnx",
-            f"{M}/onnx/fp32.onnx",
-            "--calib",
-            "data/prepared/calib.npz",
-            "--out",
-            f"{M}/onnx/int8.onnx",
-            "--ranges",
-            f"{M}/calibration/ranges.json",
-            "--report",
-            "reports/calibrate.json",
-        ],
-        project,
-        check=False,
-    )
+    proc = run_stage("calibrate", CALIBRATE_ARGS, project, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"error: calibrate: {M}/onnx/fp32.onnx is missing: run `dvc repro export`"
@@ -553,22 +549,8 @@ def test_calibrate_warns_when_the_qdq_model_disagrees_with_fp32(
         shutil.copytree(prepared_tiny / name, project / name)
     monkeypatch.setattr(calibrate, "qdq_agreement", lambda *a: 0.3)
     monkeypatch.chdir(project)
-    args = [
-        "--params",
-        "params.yaml",
-        "--onnx",
-        f"{M}/onnx/fp32.onnx",
-        "--calib",
-        "data/prepared/calib.npz",
-        "--out",
-        f"{M}/onnx/int8.onnx",
-        "--ranges",
-        f"{M}/calibration/ranges.json",
-        "--report",
-        "reports/calibrate.json",
-    ]
     with caplog.at_level("WARNING"):
-        assert calibrate.main(args) == 0
+        assert calibrate.main(["--params", "params.yaml", *CALIBRATE_ARGS]) == 0
     report = json.loads((project / "reports/calibrate.json").read_text())
     assert report["qdq_top1_agreement_vs_fp32"] == 0.3
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
