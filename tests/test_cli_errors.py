@@ -23,6 +23,16 @@ from tests.conftest import run_stage
 MODEL = "resnet18_cifar"  # the model of the TINY params the `project` fixture writes
 A = f"artifacts/{MODEL}"
 R = f"reports/{MODEL}"
+TRAIN_ARGS = [  # the train stage's arguments in a project copy, as dvc.yaml gives them
+    "--data",
+    "data/prepared",
+    "--checkpoint",
+    f"{A}/checkpoint.pt",
+    "--metrics",
+    f"{R}/train.json",
+    "--history",
+    f"{R}/train_history.csv",
+]
 
 
 def edit_params(project: Path, change: Callable[[dict[str, Any]], None]) -> None:
@@ -104,16 +114,7 @@ def test_unknown_arch_stops_train_before_it_writes_anything(project: Path) -> No
     edit_params(project, BAD_NAMES["arch"][0])
     proc = run_stage(
         "train",
-        [
-            "--data",
-            "data/prepared",
-            "--checkpoint",
-            f"{A}/checkpoint.pt",
-            "--metrics",
-            f"{R}/train.json",
-            "--history",
-            f"{R}/history.csv",
-        ],
+        TRAIN_ARGS,
         project,
         check=False,
     )
@@ -416,16 +417,7 @@ def test_train_on_cuda_without_a_gpu(project: Path) -> None:
     edit_params(project, lambda r: r.__setitem__("device", "cuda"))
     proc = run_stage(
         "train",
-        [
-            "--data",
-            "data/prepared",
-            "--checkpoint",
-            f"{A}/checkpoint.pt",
-            "--metrics",
-            f"{R}/train.json",
-            "--history",
-            f"{R}/train_history.csv",
-        ],
+        TRAIN_ARGS,
         project,
         check=False,
     )
@@ -441,39 +433,28 @@ def test_train_on_cuda_without_a_gpu(project: Path) -> None:
 
 # -- a stage run before the stage it needs ---------------------------------------------------
 
+EVALUATE_INPUTS = [  # the evaluate stage's precision and inputs at FP32, as dvc.yaml gives them
+    "--precision",
+    "fp32",
+    "--test",
+    "data/prepared/test.npz",
+    "--reference",
+    f"{A}/reference_logits.npy",
+    "--checkpoint",
+    f"{A}/checkpoint.pt",
+    "--onnx",
+    f"{A}/onnx/fp32.onnx",
+    "--engine-dir",
+    f"{A}/engines/fp32",
+]
+
 MISSING_INPUT = {
     "train": (
-        [
-            "--data",
-            "data/prepared",
-            "--checkpoint",
-            f"{A}/checkpoint.pt",
-            "--metrics",
-            f"{R}/train.json",
-            "--history",
-            f"{R}/train_history.csv",
-        ],
+        TRAIN_ARGS,
         "data/prepared/meta.json",
     ),
     "evaluate": (
-        [
-            "--precision",
-            "fp32",
-            "--test",
-            "data/prepared/test.npz",
-            "--reference",
-            f"{A}/reference_logits.npy",
-            "--checkpoint",
-            f"{A}/checkpoint.pt",
-            "--onnx",
-            f"{A}/onnx/fp32.onnx",
-            "--engine-dir",
-            f"{A}/engines/fp32",
-            "--out",
-            f"{R}/eval/fp32.json",
-            "--detail",
-            f"{R}/eval/fp32_detail.json",
-        ],
+        [*EVALUATE_INPUTS, "--out", f"{R}/eval/fp32.json", "--detail", f"{R}/eval/fp32_detail.json"],
         "data/prepared/meta.json",
     ),
     "gate": (["--model-dir", R, "--out", f"{R}/gate.json"], f"{R}/eval/fp32.json"),
@@ -512,18 +493,8 @@ def test_stage_run_before_its_inputs_exist(project: Path, stage: str) -> None:
         ("export", EXPORT_ARGS, f"{A}/checkpoint.pt is missing: run `dvc repro train`"),
         (
             "calibrate",
-            [
-                "--onnx",
-                f"{A}/onnx/fp32.onnx",
-                "--calib",
-                "data/prepared/calib.npz",
-                "--out",
-                f"{A}/onnx/int8.onnx",
-                "--ranges",
-                f"{A}/calibration/ranges.json",
-                "--report",
-                f"{R}/calibrate.json",
-            ],
+            ["--onnx", f"{A}/onnx/fp32.onnx", "--calib", "data/prepared/calib.npz", "--out", f"{A}/onnx/int8.onnx"]
+            + ["--ranges", f"{A}/calibration/ranges.json", "--report", f"{R}/calibrate.json"],
             f"{A}/onnx/fp32.onnx is missing: run `dvc repro export`",
         ),
     ],
@@ -550,24 +521,7 @@ def test_evaluate_child_records_a_corrupt_onnx_as_failed(project: Path) -> None:
     _corrupt_onnx(project)
     proc = run_stage(
         "evaluate",
-        [
-            "--precision",
-            "fp32",
-            "--test",
-            "data/prepared/test.npz",
-            "--reference",
-            f"{A}/reference_logits.npy",
-            "--checkpoint",
-            f"{A}/checkpoint.pt",
-            "--onnx",
-            f"{A}/onnx/fp32.onnx",
-            "--engine-dir",
-            f"{A}/engines/fp32",
-            "--backend",
-            "onnxruntime",
-            "--part",
-            "part.json",
-        ],
+        [*EVALUATE_INPUTS, "--backend", "onnxruntime", "--part", "part.json"],
         project,
         check=False,
     )
