@@ -10,6 +10,7 @@ import argparse
 import csv
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,15 +153,21 @@ def _accuracy_table(c: Collected) -> list[str]:
         "| backend | precision | top-1 % | agreement vs ORT FP32 | max abs logit diff | images |",
         "|---|---|---|---|---|---|",
     ]
-    for prec, by_backend in c.evals.items():
+    for prec, backend, rec in _ok_records(c.evals):
+        rows.append(
+            f"| {backend} | {prec.upper()} | {rec['top1']:.2f} | "
+            f"{rec['top1_agreement_vs_ort_fp32']:.4f} ({rec['agreement_images']} img) | "
+            f"{_fmt(rec['max_abs_diff_vs_ort_fp32'], '.3g')} | {rec['images']} |"
+        )
+    return rows
+
+
+def _ok_records(by_precision: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(precision, backend, record) for every backend record that ran ("status": "ok")."""
+    for prec, by_backend in by_precision.items():
         for backend, rec in by_backend.items():
             if isinstance(rec, dict) and rec.get("status") == "ok":
-                rows.append(
-                    f"| {backend} | {prec.upper()} | {rec['top1']:.2f} | "
-                    f"{rec['top1_agreement_vs_ort_fp32']:.4f} ({rec['agreement_images']} img) | "
-                    f"{_fmt(rec['max_abs_diff_vs_ort_fp32'], '.3g')} | {rec['images']} |"
-                )
-    return rows
+                yield prec, backend, rec
 
 
 def _bench_table(c: Collected) -> list[str]:
@@ -184,21 +191,18 @@ def _headline_table(c: Collected) -> list[str]:
         "best img/s (end to end) | pipelined img/s | device MB |",
         "|---|---|---|---|---|---|---|",
     ]
-    for prec, by_backend in c.benches.items():
-        for backend, rec in by_backend.items():
-            if isinstance(rec, dict) and rec.get("status") == "ok":
-                best = f"{_fmt(rec.get('compute_throughput_ips_max'), ',.0f')} (b{rec.get('compute_throughput_batch')})"
-                e2e = (
-                    f"{_fmt(rec.get('end_to_end_throughput_ips_max'), ',.0f')} "
-                    f"(b{rec.get('end_to_end_throughput_batch')})"
-                    if rec.get("end_to_end_throughput_ips_max")
-                    else "-"
-                )
-                rows.append(
-                    f"| {backend} | {prec.upper()} | {_fmt(rec.get('compute_bs1_latency_ms_p50'), '.4f')} | "
-                    f"{best} | {e2e} | {_fmt(rec.get('pipelined_throughput_ips_max'), ',.0f')} | "
-                    f"{_fmt(rec.get('device_mem_mb'), '.0f')} |"
-                )
+    for prec, backend, rec in _ok_records(c.benches):
+        best = f"{_fmt(rec.get('compute_throughput_ips_max'), ',.0f')} (b{rec.get('compute_throughput_batch')})"
+        e2e = (
+            f"{_fmt(rec.get('end_to_end_throughput_ips_max'), ',.0f')} (b{rec.get('end_to_end_throughput_batch')})"
+            if rec.get("end_to_end_throughput_ips_max")
+            else "-"
+        )
+        rows.append(
+            f"| {backend} | {prec.upper()} | {_fmt(rec.get('compute_bs1_latency_ms_p50'), '.4f')} | "
+            f"{best} | {e2e} | {_fmt(rec.get('pipelined_throughput_ips_max'), ',.0f')} | "
+            f"{_fmt(rec.get('device_mem_mb'), '.0f')} |"
+        )
     return rows
 
 
