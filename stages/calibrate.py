@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from .lib import data
+from .lib import data, metrics
 from .lib.cli import run_main
 from .lib.errors import OnnxModelError
 from .lib.io import atomic_path, write_json
 from .lib.onnxgraph import insert_qdq, topological_sort
 from .lib.params import CalibrateParams, Params, load_params
 from .lib.progress import progress
+from .lib.runners.ort_runner import available_device, reference_runner
 
 log = logging.getLogger(__name__)
 
@@ -169,16 +170,13 @@ def float_node_names(model: Any, patterns: list[str]) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "Conv" and any(re.search(rx, n.name) for rx in patterns)]
 
 
-def qdq_agreement(fp32_onnx: Path, qdq_onnx: Path, batches: list[np.ndarray], providers: list[str]) -> float:
+def qdq_agreement(fp32_onnx: Path, qdq_onnx: Path, batches: list[np.ndarray], p: Params, device: str) -> float:
     """Top-1 agreement of the Q/DQ model with the FP32 model on ``batches`` (ONNX Runtime)."""
-    import onnxruntime as ort
-
-    preds = []
-    for path in (fp32_onnx, qdq_onnx):
-        sess = ort.InferenceSession(str(path), providers=providers)
-        name = sess.get_inputs()[0].name
-        preds.append(np.concatenate([sess.run(None, {name: b})[0].argmax(1) for b in batches]))
-    return float((preds[0] == preds[1]).mean())
+    logits = []
+    for precision, path in (("fp32", fp32_onnx), ("int8", qdq_onnx)):
+        with reference_runner(p, precision, path, device) as runner:
+            logits.append(np.concatenate([runner.infer(b) for b in batches]))
+    return metrics.agreement(logits[0], logits[1])["top1_agreement"]
 
 
 def quantize_skip_inputs(model: Any, tensors: Any, float_nodes: set[str] | None = None) -> int:
@@ -222,16 +220,15 @@ def run(args: argparse.Namespace) -> None:
     n_images = sum(len(b) for b in batches)
     import onnxruntime as ort
 
-    providers = ["CPUExecutionProvider"]
-    if p.device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+    device = available_device(p)
+    providers = (["CUDAExecutionProvider"] if device == "cuda" else []) + ["CPUExecutionProvider"]
     t0 = time.perf_counter()
     tensors = compute_ranges(args.onnx, batches, p.calibrate, providers)
     calib_s = time.perf_counter() - t0
     write_json(args.ranges, ranges_to_json(tensors, p.calibrate, n_images))
     counts = quantize(args.onnx, tensors, p.calibrate, args.out)
     check = batches[: max(1, CHECK_IMAGES // BATCH)]
-    agreement = qdq_agreement(args.onnx, args.out, check, providers)
+    agreement = qdq_agreement(args.onnx, args.out, check, p, device)
     n_check = sum(len(b) for b in check)
     if agreement < p.calibrate.min_agreement:
         log.warning(

@@ -8,7 +8,6 @@ every mismatch is listed in one ParityError. ONNX Runtime FP32 logits on the fir
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 import time
@@ -26,7 +25,7 @@ from .lib.models import load_checkpoint
 from .lib.onnxgraph import topological_sort
 from .lib.params import Params, load_params
 from .lib.progress import progress
-from .lib.runners.ort_runner import OrtRunner
+from .lib.runners.ort_runner import available_device, reference_runner
 
 log = logging.getLogger(__name__)
 
@@ -119,19 +118,6 @@ def compare(
     }
 
 
-def ort_runner(p: Params, precision: str, path: Path, device: str) -> OrtRunner:
-    """ONNX Runtime in true FP32 (TF32 off on CUDA): the reference everything is checked against."""
-    return OrtRunner(precision, dataclasses.replace(p, device=device), path, tf32=False)
-
-
-def ort_device(p: Params) -> str:
-    import onnxruntime as ort
-
-    if p.device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        return "cuda"
-    return "cpu"
-
-
 def logits_of(runner: Any, split: data.Split, p: Params, n: int, desc: str) -> np.ndarray:
     out = []
     chunks = list(data.batches(data.Split(split.images[:n], split.labels[:n]), 128))
@@ -154,7 +140,7 @@ def run(args: argparse.Namespace) -> None:
     x_all = data.preprocess(test.images[:n], p.data.mean, p.data.std, p.model.image_size)
     with torch.no_grad():
         torch_logits = np.concatenate([model(torch.from_numpy(x_all[i : i + 64])).numpy() for i in range(0, n, 64)])
-    device = ort_device(p)
+    device = available_device(p)
     report: dict[str, Any] = {
         "opset": p.export.opset,
         "exporter": p.export.exporter,
@@ -164,7 +150,7 @@ def run(args: argparse.Namespace) -> None:
         "ort_provider": device,
         "synthetic_data": bool(meta["synthetic"]),
     }
-    with ort_runner(p, "fp32", fp32, device) as ort32:
+    with reference_runner(p, "fp32", fp32, device) as ort32:
         parity = compare(
             torch_logits,
             logits_of(ort32, test, p, n, "parity fp32"),
@@ -181,7 +167,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         if device != "cuda":
             raise BackendUnavailable("FP16 ONNX is validated on the CUDA provider only")
-        with ort_runner(p, "fp16", fp16, device) as ort16:
+        with reference_runner(p, "fp16", fp16, device) as ort16:
             # FP16 rounding is expected: recorded (and warned about), not fatal.
             report["fp16_parity"] = compare(
                 torch_logits,

@@ -526,8 +526,8 @@ def test_qdq_agreement_is_top1_agreement_on_the_given_batches(
     tiny, centroid_model, calib_batches, tmp_path: Path
 ) -> None:
     """1.0 against itself; against a model with a permuted classifier, what argmax says."""
-    providers = ["CPUExecutionProvider"]
-    assert calibrate.qdq_agreement(centroid_model, centroid_model, calib_batches, providers) == 1.0
+    _, p, _, _ = tiny
+    assert calibrate.qdq_agreement(centroid_model, centroid_model, calib_batches, p, "cpu") == 1.0
     model = onnx.load(str(centroid_model))
     gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
     for t in model.graph.initializer:
@@ -537,7 +537,7 @@ def test_qdq_agreement_is_top1_agreement_on_the_given_batches(
     onnx.save(model, str(tmp_path / "rolled.onnx"))
     x = np.concatenate(calib_batches)
     expected = (_run(centroid_model, x).argmax(1) == _run(tmp_path / "rolled.onnx", x).argmax(1)).mean()
-    got = calibrate.qdq_agreement(centroid_model, tmp_path / "rolled.onnx", calib_batches, providers)
+    got = calibrate.qdq_agreement(centroid_model, tmp_path / "rolled.onnx", calib_batches, p, "cpu")
     assert got == pytest.approx(expected) and got < 0.5
 
 

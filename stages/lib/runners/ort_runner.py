@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,20 @@ def create(backend: str, precision: str, artifacts: Artifacts, params: Params) -
     if artifacts.onnx is None:
         raise BackendUnavailable(f"onnxruntime: no ONNX model given for {precision}")
     return OrtRunner(precision, params, artifacts.onnx)
+
+
+def available_device(p: Params) -> str:
+    """ "cuda" when params ask for it and ONNX Runtime has the CUDA provider, else "cpu"."""
+    import onnxruntime as ort
+
+    if p.device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return "cuda"
+    return "cpu"
+
+
+def reference_runner(p: Params, precision: str, path: Path, device: str) -> OrtRunner:
+    """ONNX Runtime in true FP32 (TF32 off on CUDA): the reference everything is checked against."""
+    return OrtRunner(precision, dataclasses.replace(p, device=device), path, tf32=False)
 
 
 class OrtRunner(Runner):
