@@ -33,6 +33,13 @@ def _problems(raw: Any) -> tuple[ParamsError, str]:
     return info.value, str(info.value)
 
 
+def _problems_with(section: str, key: str, value: Any) -> list[str]:
+    """The problems reported for the valid base params with ``section.key`` set to ``value``."""
+    raw = _base()
+    raw[section][key] = value
+    return _problems(raw)[0].problems
+
+
 # -- the committed params.yaml -----------------------------------------------------------
 
 
@@ -269,10 +276,7 @@ def test_missing_key(path: tuple[str, ...], where: str) -> None:
     ],
 )
 def test_wrong_type(section: str, key: str, value: Any, expected: str) -> None:
-    raw = _base()
-    raw[section][key] = value
-    err, _ = _problems(raw)
-    assert err.problems == [expected]
+    assert _problems_with(section, key, value) == [expected]
 
 
 def test_a_section_that_is_not_a_mapping() -> None:
@@ -410,10 +414,7 @@ def test_calibration_images_must_fit_the_calibration_subset() -> None:
     ],
 )
 def test_out_of_range_values(section: str, key: str, value: Any, expected: str) -> None:
-    raw = _base()
-    raw[section][key] = value
-    err, _ = _problems(raw)
-    assert err.problems == [expected]
+    assert _problems_with(section, key, value) == [expected]
 
 
 def test_structural_problems_are_all_reported_at_once() -> None:
