@@ -167,9 +167,7 @@ class TrtRunner(Runner):
         up to a profile's minimum where none holds the remainder)."""
         plan = plan_batches(int(x.shape[0]), self.profiles)
         outs = [self._infer_one(x[start:stop], run) for start, stop, run in plan]
-        if not outs:
-            return np.zeros((0, self.num_classes), np.float32)
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+        return np.concatenate(outs) if outs else np.zeros((0, self.num_classes), np.float32)
 
     def _infer_one(self, x: np.ndarray, run: int) -> np.ndarray:
         n = int(x.shape[0])
