@@ -1,11 +1,20 @@
-"""train: ResNet on the prepared split; GPU-side augmentation, bf16 autocast, fixed seed."""
+"""train: ResNet on the prepared split; GPU-side augmentation, bf16 autocast, fixed seed.
+
+An interrupted run is not lost: with ``--resume-state`` the loop saves everything it needs
+to go on (weights, optimizer, schedule, random generators, history) at most every minute,
+and the next run with the same params and data continues from the last save.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
+import json
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +24,7 @@ from torch import nn
 from .lib import data
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, DatasetError
-from .lib.io import read_json, write_csv, write_json
+from .lib.io import atomic_path, read_json, write_csv, write_json
 from .lib.models import build_model, save_checkpoint
 from .lib.params import Params, load_params
 from .lib.progress import progress
@@ -40,6 +49,57 @@ def subset(split: data.Split, n: int, seed: int) -> data.Split:
     return data.Split(split.images[idx], split.labels[idx])
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Where train() keeps its resume state, and the fingerprint that state must carry."""
+
+    path: Path
+    key: str
+    every_s: float = 60.0  # saving R18's state takes ~0.2 s; a minute of work is the most lost
+
+
+@dataclass
+class Trained:
+    model: nn.Module
+    history: list[dict[str, Any]]
+    images_per_s: float
+    resumed_at: list[int] = field(default_factory=list)  # epochs completed before each resume
+    earlier_wall_s: float = 0.0  # wall time of interrupted runs, up to their last save
+
+
+def resume_key(p: Params, data_files: list[Path]) -> str:
+    """A fingerprint of everything that decides the training run: its params and data."""
+    h = hashlib.sha256()
+    decided_by = {
+        "seed": p.seed,
+        "device": p.device,
+        "model": dataclasses.asdict(p.model),
+        "train": dataclasses.asdict(p.train),
+        "mean": p.data.mean,
+        "std": p.data.std,
+    }
+    h.update(json.dumps(decided_by, sort_keys=True).encode())
+    for f in data_files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_resume(resume: Resume | None) -> dict[str, Any] | None:
+    if resume is None or not resume.path.exists():
+        return None
+    try:
+        state: dict[str, Any] = torch.load(resume.path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a state we cannot read costs a restart, not the run
+        log.warning("starting over: cannot read the resume state %s (%s)", resume.path, exc)
+        return None
+    if state.get("key") != resume.key:
+        log.info("starting over: %s was saved for other params or data", resume.path)
+        return None
+    return state
+
+
 @torch.no_grad()
 def evaluate_top1(model: nn.Module, ds: DeviceDataset, batch: int, amp: bool) -> float:
     model.eval()
@@ -53,9 +113,9 @@ def evaluate_top1(model: nn.Module, ds: DeviceDataset, batch: int, amp: bool) ->
 
 
 def train(
-    p: Params, train_split: data.Split, test_split: data.Split, device: torch.device
-) -> tuple[nn.Module, list[dict[str, Any]], float]:
-    """Returns the model, per-epoch history and the training images per second."""
+    p: Params, train_split: data.Split, test_split: data.Split, device: torch.device, resume: Resume | None = None
+) -> Trained:
+    """Train from scratch, or from ``resume``'s saved state when it matches these params and data."""
     torch.manual_seed(p.seed)
     t = p.train
     amp = t.amp and device.type == "cuda"
@@ -86,9 +146,24 @@ def train(
     gen = torch.Generator(device=device).manual_seed(p.seed)
     host_gen = torch.Generator().manual_seed(p.seed + 1)  # CutMix decisions and boxes, host side
     history: list[dict[str, Any]] = []
-    images_seen, train_time = 0, 0.0
+    images_seen, train_time, first_epoch = 0, 0.0, 1
+    done = Trained(model, history, 0.0)
+    state = _load_resume(resume)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        host_gen.set_state(state["host_generator"])
+        history.extend(state["history"])
+        images_seen, train_time = state["images_seen"], state["train_seconds"]
+        first_epoch = state["epoch"] + 1
+        done.resumed_at = [*state["resumed_at"], state["epoch"]]
+        done.earlier_wall_s = state["wall_s"]
+        log.info("resuming after epoch %d of %d from %s", state["epoch"], t.epochs, resume and resume.path)
+    attempt_start = last_save = time.perf_counter()
     eval_each_epoch = device.type == "cuda"
-    for epoch in range(1, t.epochs + 1):
+    for epoch in range(first_epoch, t.epochs + 1):
         model.train()
         t0 = time.perf_counter()
         perm = torch.randperm(len(train_ds), device=device, generator=gen)
@@ -132,7 +207,29 @@ def train(
             row["test_top1"] = round(evaluate_top1(model, test_ds, 1000, amp), 3)
         history.append(row)
         log.info("epoch %d: %s", epoch, row)
-    return model.eval(), history, images_seen / max(train_time, 1e-9)
+        now = time.perf_counter()
+        if resume is not None and (now - last_save >= resume.every_s or epoch == t.epochs):
+            with atomic_path(resume.path) as tmp:
+                torch.save(
+                    {
+                        "key": resume.key,
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "generator": gen.get_state(),
+                        "host_generator": host_gen.get_state(),
+                        "history": history,
+                        "images_seen": images_seen,
+                        "train_seconds": train_time,
+                        "resumed_at": done.resumed_at,
+                        "wall_s": done.earlier_wall_s + now - attempt_start,
+                    },
+                    tmp,
+                )
+            last_save = now
+    done.model, done.images_per_s = model.eval(), images_seen / max(train_time, 1e-9)
+    return done
 
 
 def run(args: argparse.Namespace) -> None:
@@ -149,12 +246,16 @@ def run(args: argparse.Namespace) -> None:
     test_split = data.load_split(args.data / "test.npz")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model, history, ips = train(p, train_split, test_split, device)
+    resume = None
+    if args.resume_state is not None:
+        resume = Resume(args.resume_state, resume_key(p, [args.data / "train.npz", args.data / "test.npz"]))
+    done = train(p, train_split, test_split, device, resume)
+    model = done.model
     # Final top-1 in fp32 on the full test split: the number the other backends compare to.
     amp_free = evaluate_top1(
         model, DeviceDataset(test_split, device, p.data.mean, p.data.std, p.model.image_size, pad=0), 1000, False
     )
-    wall = time.perf_counter() - t_start
+    wall = time.perf_counter() - t_start + done.earlier_wall_s
     save_checkpoint(
         args.checkpoint,
         model.cpu(),
@@ -170,21 +271,25 @@ def run(args: argparse.Namespace) -> None:
             "torch": str(torch.__version__),
         },
     )
-    write_csv(args.history, history)
+    write_csv(args.history, done.history)
     write_json(
         args.metrics,
         {
             "test_top1": round(amp_free, 3),
             "epochs": p.train.epochs,
             "train_images": len(train_split),
-            "train_wall_s": round(wall, 1),
-            "train_images_per_s": round(ips, 1),
+            "train_wall_s": round(wall, 1),  # with interrupted runs' time up to their last save
+            "train_images_per_s": round(done.images_per_s, 1),
+            "resumed": len(done.resumed_at),
             "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
             "profile": p.profile,
             "synthetic_data": bool(meta["synthetic"]),
         },
     )
-    log.info("trained %s: test top-1 %.2f%% in %.0f s", p.model.name, amp_free, wall)
+    if resume is not None:
+        resume.path.unlink(missing_ok=True)  # the checkpoint now holds what it was for
+    resumed = f" (resumed after epochs {done.resumed_at})" if done.resumed_at else ""
+    log.info("trained %s: test top-1 %.2f%% in %.0f s%s", p.model.name, amp_free, wall, resumed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", type=Path, required=True)
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--history", type=Path, required=True)
+    ap.add_argument(
+        "--resume-state",
+        type=Path,
+        help="where to save the training state while it runs; an interrupted run goes on from it",
+    )
     args = ap.parse_args(argv)
     return run_main("train", lambda: run(args))
 

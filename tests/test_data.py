@@ -756,10 +756,10 @@ def test_training_with_cutmix_on_every_batch_mixes_each_batch(monkeypatch: pytes
     monkeypatch.setattr(stages.train, "cutmix", lambda *a: calls.append(1) or cutmix(*a))
     p = params_from_dict(compose([*TINY, "train.epochs=2", "train.cutmix=1.0", "train.batch_size=32"]))
     ds = data.synthetic(64, 32, p.model.num_classes, seed=0)
-    _model, history, ips = stages.train.train(p, ds.train, ds.test, torch.device("cpu"))
+    done = stages.train.train(p, ds.train, ds.test, torch.device("cpu"))
     assert len(calls) == 2 * 64 // 32  # every batch of both epochs
-    assert [row["epoch"] for row in history] == [1, 2] and ips > 0
-    assert all(np.isfinite(row["train_loss"]) for row in history)
+    assert [row["epoch"] for row in done.history] == [1, 2] and done.images_per_s > 0
+    assert all(np.isfinite(row["train_loss"]) for row in done.history)
     # 0.0 never mixes
     calls.clear()
     off = params_from_dict(compose([*TINY, "train.epochs=1", "train.cutmix=0.0", "train.batch_size=32"]))

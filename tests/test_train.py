@@ -1,0 +1,99 @@
+"""The train stage's resume state: an interrupted run goes on where it was saved."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import stages.train
+from stages.lib import data
+from stages.lib.params import Params, params_from_dict
+from tests.conftest import TINY, compose, run_stage
+
+EPOCHS = 3
+
+
+def _params(*overrides: str) -> Params:
+    return params_from_dict(
+        compose([*TINY, f"train.epochs={EPOCHS}", "train.batch_size=32", "train.cutmix=0.5", *overrides])
+    )
+
+
+def _split() -> data.RawDataset:
+    return data.synthetic(64, 32, 10, seed=0)
+
+
+def _interrupt_at(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Make the training loop raise KeyboardInterrupt as epoch ``epoch`` starts."""
+    real = stages.train.progress
+
+    def progress(items: Iterable[Any], total: int | None = None, desc: str = "") -> Iterator[Any]:
+        if desc.startswith(f"epoch {epoch}/"):
+            raise KeyboardInterrupt
+        return real(items, total=total, desc=desc)
+
+    monkeypatch.setattr(stages.train, "progress", progress)
+
+
+def _untimed(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in history]
+
+
+def _train(p: Params, resume: stages.train.Resume | None) -> stages.train.Trained:
+    ds = _split()
+    return stages.train.train(p, ds.train, ds.test, torch.device("cpu"), resume)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = _params()
+    straight = _train(p, None)
+    resume = stages.train.Resume(tmp_path / "state.pt", key="k", every_s=0.0)
+
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            _train(p, resume)
+    assert torch.load(resume.path, weights_only=True)["epoch"] == 2
+
+    resumed = _train(p, resume)
+    assert resumed.resumed_at == [2] and resumed.earlier_wall_s > 0
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    # the generators, optimizer and schedule came back too, so epoch 3 is the same epoch
+    assert _untimed(resumed.history) == _untimed(straight.history)
+    for name, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_state_saved_for_other_params_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    resume = stages.train.Resume(tmp_path / "state.pt", key="lr 0.05", every_s=0.0)
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            _train(_params(), resume)
+    other = stages.train.Resume(resume.path, key="lr 0.1", every_s=0.0)
+    done = _train(_params("train.lr=0.1"), other)
+    assert done.resumed_at == [] and [row["epoch"] for row in done.history] == [1, 2, 3]
+
+
+def test_resume_key_follows_params_and_data(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"images")
+    b.write_bytes(b"other images")
+    key = stages.train.resume_key(_params(), [a])
+    assert key == stages.train.resume_key(_params(), [a])
+    assert key != stages.train.resume_key(_params("train.lr=0.1"), [a])
+    assert key != stages.train.resume_key(_params(), [b])
+
+
+def test_stage_removes_its_resume_state_once_the_checkpoint_is_written(prepared_tiny: Path, tmp_path: Path) -> None:
+    state = tmp_path / "train-resume.pt"
+    args = ["--data", "data/prepared", "--checkpoint", str(tmp_path / "ckpt.pt")]
+    args += ["--metrics", str(tmp_path / "train.json"), "--history", str(tmp_path / "history.csv")]
+    run_stage("train", [*args, "--resume-state", str(state)], prepared_tiny)
+    assert (tmp_path / "ckpt.pt").exists() and not state.exists()
+    assert json.loads((tmp_path / "train.json").read_text())["resumed"] == 0
