@@ -176,6 +176,17 @@ def test_every_stage_module_has_main() -> None:
         assert callable(getattr(module, "main", None)), f"stages/{m}.py has no main()"
 
 
+# Scratch state a stage keeps across interrupted runs: not an out, since DVC deletes outs
+# before running a stage and would then cache it (train deletes it once it has finished).
+SCRATCH_FLAGS = {"--resume-state"}
+
+
+def test_scratch_state_lives_with_the_model_artifacts() -> None:
+    model = PARAMS["model"]["name"]
+    scratch = [(n, v) for n, s in STAGES.items() for f, v in _flag_paths(s["cmd"]) if f in SCRATCH_FLAGS]
+    assert scratch == [("train", f"artifacts/{model}/train-resume.pt")]
+
+
 @pytest.mark.parametrize("name", STAGE_IDS)
 def test_cmd_paths_are_declared(name: str) -> None:
     """Every path a command is given is a dep/out/metric/plot of that stage, a file inside a
@@ -183,6 +194,8 @@ def test_cmd_paths_are_declared(name: str) -> None:
     stage = STAGES[name]
     declared = _declared(stage)
     for flag, value in _flag_paths(stage["cmd"]):
+        if flag in SCRATCH_FLAGS:
+            continue
         path = value.rstrip("/")
         listed = path in declared
         inside = any(path.startswith(d + "/") for d in declared)

@@ -149,6 +149,24 @@ def test_engine_matches_onnxruntime_fp32(gpu_project: Path, precision: str, min_
 
 
 @pytest.mark.tensorrt
+def test_implicit_calibration_builds_int8_and_writes_its_cache(gpu_project: Path, tmp_path: Path) -> None:
+    """The option for TensorRT versions that still have IInt8EntropyCalibrator2 (8.6 here)."""
+    _built(gpu_project, "fp32")  # the probe has run
+    out = tmp_path / "implicit"
+    args = ["--precision", "int8", "--onnx", f"{M}/onnx/fp32.onnx", "--fingerprint", "artifacts/fingerprint.json"]
+    args += ["--out-dir", str(out), "--report", str(tmp_path / "build.json"), "--implicit-calibration"]
+    run_stage("build", args, gpu_project)
+    report = json.loads((out / "build.json").read_text())
+    assert report["status"] == "built" and "implicit" in report["mode"]
+    assert report["layer_precisions"].get("INT8", 0) > 0, report["layer_precisions"]
+    cache = (out / "calibration.cache").read_bytes()
+    assert cache.startswith(b"TRT-") and b"EntropyCalibration2" in cache.splitlines()[0]
+    trt = _evaluate(gpu_project, "int8", engine_dir=str(out))["tensorrt"]
+    assert trt["status"] == "ok", trt
+    assert trt["top1_agreement_vs_ort_fp32"] >= 0.9
+
+
+@pytest.mark.tensorrt
 def test_engine_from_other_hardware_is_refused_with_one_line(gpu_project: Path, tmp_path: Path) -> None:
     _built(gpu_project, "fp32")
     foreign = tmp_path / "foreign"
