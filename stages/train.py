@@ -8,9 +8,6 @@ and the next run with the same params and data continues from the last save.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
-import json
 import logging
 import sys
 import time
@@ -21,13 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .lib import data
+from .lib import data, sam
+from .lib import resume as resume_state
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, DatasetError
-from .lib.io import atomic_path, read_json, write_csv, write_json
+from .lib.io import read_json, write_csv, write_json
 from .lib.models import build_model, save_checkpoint
 from .lib.params import Params, load_params
 from .lib.progress import progress
+from .lib.resume import Resume
 from .lib.torchdata import DeviceDataset, cutmix
 
 log = logging.getLogger(__name__)
@@ -49,15 +48,6 @@ def subset(split: data.Split, n: int, seed: int) -> data.Split:
     return data.Split(split.images[idx], split.labels[idx])
 
 
-@dataclass(frozen=True)
-class Resume:
-    """Where train() keeps its resume state, and the fingerprint that state must carry."""
-
-    path: Path
-    key: str
-    every_s: float = 60.0  # saving R18's state takes ~0.2 s; a minute of work is the most lost
-
-
 @dataclass
 class Trained:
     model: nn.Module
@@ -67,37 +57,23 @@ class Trained:
     earlier_wall_s: float = 0.0  # wall time of interrupted runs, up to their last save
 
 
-def resume_key(p: Params, data_files: list[Path]) -> str:
-    """A fingerprint of everything that decides the training run: its params and data."""
-    h = hashlib.sha256()
-    decided_by = {
-        "seed": p.seed,
-        "device": p.device,
-        "model": dataclasses.asdict(p.model),
-        "train": dataclasses.asdict(p.train),
-        "mean": p.data.mean,
-        "std": p.data.std,
-    }
-    h.update(json.dumps(decided_by, sort_keys=True).encode())
-    for f in data_files:
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def _load_resume(resume: Resume | None) -> dict[str, Any] | None:
-    if resume is None or not resume.path.exists():
-        return None
-    try:
-        state: dict[str, Any] = torch.load(resume.path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a state we cannot read costs a restart, not the run
-        log.warning("starting over: cannot read the resume state %s (%s)", resume.path, exc)
-        return None
-    if state.get("key") != resume.key:
-        log.info("starting over: %s was saved for other params or data", resume.path)
-        return None
-    return state
+def _batch_loss(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    pasted: tuple[torch.Tensor, float] | None,
+    amp: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and loss; ``pasted`` (CutMix's pasted labels and the original's area share)
+    mixes the loss of both label sets."""
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=amp):
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        if pasted is not None:
+            y_pasted, kept = pasted
+            loss = kept * loss + (1.0 - kept) * loss_fn(logits, y_pasted)
+    return logits, loss
 
 
 @torch.no_grad()
@@ -128,6 +104,7 @@ def train(
     no_decay: list[nn.Parameter] = []
     for _name, prm in model.named_parameters():
         (no_decay if prm.ndim <= 1 else decay).append(prm)
+    params = decay + no_decay
     opt = torch.optim.SGD(
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=t.lr,
@@ -148,7 +125,7 @@ def train(
     history: list[dict[str, Any]] = []
     images_seen, train_time, first_epoch = 0, 0.0, 1
     done = Trained(model, history, 0.0)
-    state = _load_resume(resume)
+    state = resume_state.load(resume)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -174,17 +151,20 @@ def train(
             idx = perm[i * t.batch_size : (i + 1) * t.batch_size]
             x = train_ds.augmented(idx, gen, t.cutout)
             y = train_ds.labels[idx]
-            mix = t.cutmix > 0 and float(torch.rand(1, generator=host_gen)) < t.cutmix
-            if mix:
+            pasted = None
+            if t.cutmix > 0 and float(torch.rand(1, generator=host_gen)) < t.cutmix:
                 x, y_pasted, kept = cutmix(x, y, gen, host_gen)
+                pasted = (y_pasted, kept)
             x = x.contiguous(memory_format=fmt)
-            with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-                logits = model(x)
-                loss = loss_fn(logits, y)
-                if mix:
-                    loss = kept * loss + (1.0 - kept) * loss_fn(logits, y_pasted)
+            logits, loss = _batch_loss(model, loss_fn, x, y, pasted, amp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if t.sam_rho > 0:  # the step's gradients come from the worst point within sam_rho
+                offsets = sam.ascend(params, t.sam_rho)
+                opt.zero_grad(set_to_none=True)
+                with sam.frozen_batch_norm_stats(model):
+                    _batch_loss(model, loss_fn, x, y, pasted, amp)[1].backward()
+                sam.descend(params, offsets)
             opt.step()
             sched.step()
             loss_sum += loss.detach() * len(idx)
@@ -209,24 +189,22 @@ def train(
         log.info("epoch %d: %s", epoch, row)
         now = time.perf_counter()
         if resume is not None and (now - last_save >= resume.every_s or epoch == t.epochs):
-            with atomic_path(resume.path) as tmp:
-                torch.save(
-                    {
-                        "key": resume.key,
-                        "epoch": epoch,
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "generator": gen.get_state(),
-                        "host_generator": host_gen.get_state(),
-                        "history": history,
-                        "images_seen": images_seen,
-                        "train_seconds": train_time,
-                        "resumed_at": done.resumed_at,
-                        "wall_s": done.earlier_wall_s + now - attempt_start,
-                    },
-                    tmp,
-                )
+            resume_state.save(
+                resume,
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "generator": gen.get_state(),
+                    "host_generator": host_gen.get_state(),
+                    "history": history,
+                    "images_seen": images_seen,
+                    "train_seconds": train_time,
+                    "resumed_at": done.resumed_at,
+                    "wall_s": done.earlier_wall_s + now - attempt_start,
+                },
+            )
             last_save = now
     done.model, done.images_per_s = model.eval(), images_seen / max(train_time, 1e-9)
     return done
@@ -248,7 +226,8 @@ def run(args: argparse.Namespace) -> None:
         torch.backends.cudnn.benchmark = True
     resume = None
     if args.resume_state is not None:
-        resume = Resume(args.resume_state, resume_key(p, [args.data / "train.npz", args.data / "test.npz"]))
+        key = resume_state.resume_key(p, [args.data / "train.npz", args.data / "test.npz"])
+        resume = Resume(args.resume_state, key)
     done = train(p, train_split, test_split, device, resume)
     model = done.model
     # Final top-1 in fp32 on the full test split: the number the other backends compare to.

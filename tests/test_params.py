@@ -402,6 +402,7 @@ def test_calibration_images_must_fit_the_calibration_subset() -> None:
         ("train", "epochs", -1, "train.epochs: must be >= 0, got -1"),
         ("train", "batch_size", 0, "train.batch_size: must be > 0, got 0"),
         ("train", "cutmix", 1.5, "train.cutmix: must be a probability in [0, 1], got 1.5"),
+        ("train", "sam_rho", -0.1, "train.sam_rho: must be >= 0 (0 turns SAM off), got -0.1"),
         ("calibrate", "percentile", 0, "calibrate.percentile: must be in (0, 100], got 0.0"),
         ("calibrate", "min_agreement", 1.5, "calibrate.min_agreement: must be in [0, 1], got 1.5"),
         (

@@ -60,6 +60,7 @@ class TrainParams:
     label_smoothing: float
     cutout: int
     cutmix: float
+    sam_rho: float
     warmup_fraction: float
     subset: int
     amp: bool
@@ -221,6 +222,8 @@ def validate(p: Params) -> list[str]:
         problems.append(f"train.cutout: must be 0 (off) .. {p.model.image_size}, got {p.train.cutout}")
     if not 0.0 <= p.train.cutmix <= 1.0:
         problems.append(f"train.cutmix: must be a probability in [0, 1], got {p.train.cutmix}")
+    if p.train.sam_rho < 0:
+        problems.append(f"train.sam_rho: must be >= 0 (0 turns SAM off), got {p.train.sam_rho}")
     if p.train.epochs < 0:
         problems.append(f"train.epochs: must be >= 0, got {p.train.epochs}")
     if p.bench.warmup < 0:
