@@ -24,7 +24,7 @@ from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, DatasetError
 from .lib.io import read_json, write_csv, write_json
 from .lib.models import build_model, save_checkpoint
-from .lib.params import Params, load_params
+from .lib.params import Params, TrainParams, load_params
 from .lib.progress import progress
 from .lib.resume import Resume
 from .lib.torchdata import DeviceDataset, cutmix
@@ -88,23 +88,40 @@ def evaluate_top1(model: nn.Module, ds: DeviceDataset, batch: int, amp: bool) ->
     return 100.0 * correct / len(ds)
 
 
-def train(
-    p: Params, train_split: data.Split, test_split: data.Split, device: torch.device, resume: Resume | None = None
-) -> Trained:
-    """Train from scratch, or from ``resume``'s saved state when it matches these params and data."""
-    torch.manual_seed(p.seed)
+@dataclass
+class _Loop:
+    """What a training run carries from step to step, and saves for a resume."""
+
+    model: nn.Module
+    params: list[nn.Parameter]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator  # crops, flips, Cutout, shuffling, CutMix's partners: on the device
+    host_gen: torch.Generator  # CutMix decisions and boxes, host side
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "generator": self.gen.get_state(),
+            "host_generator": self.host_gen.get_state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.gen.set_state(state["generator"])
+        self.host_gen.set_state(state["host_generator"])
+
+
+def _loop(p: Params, device: torch.device, fmt: torch.memory_format, steps_per_epoch: int) -> _Loop:
+    """Model, SGD (no weight decay on biases and batch norm), OneCycle and seeded generators."""
     t = p.train
-    amp = t.amp and device.type == "cuda"
-    fmt = torch.channels_last if t.channels_last else torch.contiguous_format
-    train_ds = DeviceDataset(train_split, device, p.data.mean, p.data.std, p.model.image_size)
-    test_ds = DeviceDataset(test_split, device, p.data.mean, p.data.std, p.model.image_size, pad=0)
     model = build_model(p.model).to(device).to(memory_format=fmt)
-    steps_per_epoch = max(1, len(train_ds) // t.batch_size)
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for _name, prm in model.named_parameters():
-        (no_decay if prm.ndim <= 1 else decay).append(prm)
-    params = decay + no_decay
+    decay = [prm for prm in model.parameters() if prm.ndim > 1]
+    no_decay = [prm for prm in model.parameters() if prm.ndim <= 1]
     opt = torch.optim.SGD(
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=t.lr,
@@ -119,94 +136,101 @@ def train(
         div_factor=10.0,
         final_div_factor=100.0,
     )
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     gen = torch.Generator(device=device).manual_seed(p.seed)
-    host_gen = torch.Generator().manual_seed(p.seed + 1)  # CutMix decisions and boxes, host side
-    history: list[dict[str, Any]] = []
+    return _Loop(model, decay + no_decay, opt, sched, gen, torch.Generator().manual_seed(p.seed + 1))
+
+
+def _epoch(
+    loop: _Loop, ds: DeviceDataset, t: TrainParams, fmt: torch.memory_format, amp: bool, desc: str
+) -> tuple[float, int, int]:
+    """One pass over ``ds``: returns the summed loss, correct predictions and images seen."""
+    loop.model.train()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+    steps = max(1, len(ds) // t.batch_size)
+    perm = torch.randperm(len(ds), device=ds.device, generator=loop.gen)
+    loss_sum = torch.zeros((), device=ds.device)
+    correct = torch.zeros((), device=ds.device, dtype=torch.long)
+    for i in progress(range(steps), total=steps, desc=desc):
+        idx = perm[i * t.batch_size : (i + 1) * t.batch_size]
+        x = ds.augmented(idx, loop.gen, t.cutout)
+        y = ds.labels[idx]
+        pasted = None
+        if t.cutmix > 0 and float(torch.rand(1, generator=loop.host_gen)) < t.cutmix:
+            x, y_pasted, kept = cutmix(x, y, loop.gen, loop.host_gen)
+            pasted = (y_pasted, kept)
+        x = x.contiguous(memory_format=fmt)
+        logits, loss = _batch_loss(loop.model, loss_fn, x, y, pasted, amp)
+        loop.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.sam_rho > 0:  # the step's gradients come from the worst point within sam_rho
+            offsets = sam.ascend(loop.params, t.sam_rho)
+            loop.opt.zero_grad(set_to_none=True)
+            with sam.frozen_batch_norm_stats(loop.model):
+                _batch_loss(loop.model, loss_fn, x, y, pasted, amp)[1].backward()
+            sam.descend(loop.params, offsets)
+        loop.opt.step()
+        loop.sched.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y).sum()
+    if ds.device.type == "cuda":
+        torch.cuda.synchronize()
+    return float(loss_sum), int(correct), steps * t.batch_size
+
+
+def train(
+    p: Params, train_split: data.Split, test_split: data.Split, device: torch.device, resume: Resume | None = None
+) -> Trained:
+    """Train from scratch, or from ``resume``'s saved state when it matches these params and data."""
+    torch.manual_seed(p.seed)
+    t = p.train
+    amp = t.amp and device.type == "cuda"
+    fmt = torch.channels_last if t.channels_last else torch.contiguous_format
+    train_ds = DeviceDataset(train_split, device, p.data.mean, p.data.std, p.model.image_size)
+    test_ds = DeviceDataset(test_split, device, p.data.mean, p.data.std, p.model.image_size, pad=0)
+    loop = _loop(p, device, fmt, max(1, len(train_ds) // t.batch_size))
+    done = Trained(loop.model, [], 0.0)
     images_seen, train_time, first_epoch = 0, 0.0, 1
-    done = Trained(model, history, 0.0)
     state = resume_state.load(resume)
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        host_gen.set_state(state["host_generator"])
-        history.extend(state["history"])
+        loop.restore(state)
+        done.history.extend(state["history"])
         images_seen, train_time = state["images_seen"], state["train_seconds"]
         first_epoch = state["epoch"] + 1
         done.resumed_at = [*state["resumed_at"], state["epoch"]]
         done.earlier_wall_s = state["wall_s"]
         log.info("resuming after epoch %d of %d from %s", state["epoch"], t.epochs, resume and resume.path)
     attempt_start = last_save = time.perf_counter()
-    eval_each_epoch = device.type == "cuda"
     for epoch in range(first_epoch, t.epochs + 1):
-        model.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(len(train_ds), device=device, generator=gen)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        batches = range(steps_per_epoch)
-        for i in progress(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{t.epochs}"):
-            idx = perm[i * t.batch_size : (i + 1) * t.batch_size]
-            x = train_ds.augmented(idx, gen, t.cutout)
-            y = train_ds.labels[idx]
-            pasted = None
-            if t.cutmix > 0 and float(torch.rand(1, generator=host_gen)) < t.cutmix:
-                x, y_pasted, kept = cutmix(x, y, gen, host_gen)
-                pasted = (y_pasted, kept)
-            x = x.contiguous(memory_format=fmt)
-            logits, loss = _batch_loss(model, loss_fn, x, y, pasted, amp)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.sam_rho > 0:  # the step's gradients come from the worst point within sam_rho
-                offsets = sam.ascend(params, t.sam_rho)
-                opt.zero_grad(set_to_none=True)
-                with sam.frozen_batch_norm_stats(model):
-                    _batch_loss(model, loss_fn, x, y, pasted, amp)[1].backward()
-                sam.descend(params, offsets)
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == y).sum()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        loss_sum, correct, n = _epoch(loop, train_ds, t, fmt, amp, f"epoch {epoch}/{t.epochs}")
         epoch_s = time.perf_counter() - t0
         train_time += epoch_s
-        n = steps_per_epoch * t.batch_size
         images_seen += n
         row = {
             "epoch": epoch,
-            "train_loss": round(float(loss_sum) / n, 5),
-            "train_top1": round(100.0 * float(correct) / n, 3),
+            "train_loss": round(loss_sum / n, 5),
+            "train_top1": round(100.0 * correct / n, 3),
             "test_top1": None,
-            "lr": round(float(sched.get_last_lr()[0]), 6),
+            "lr": round(float(loop.sched.get_last_lr()[0]), 6),
             "epoch_seconds": round(epoch_s, 2),
         }
-        if eval_each_epoch or epoch == t.epochs:
-            row["test_top1"] = round(evaluate_top1(model, test_ds, 1000, amp), 3)
-        history.append(row)
+        if device.type == "cuda" or epoch == t.epochs:  # on a CPU, only the last epoch
+            row["test_top1"] = round(evaluate_top1(loop.model, test_ds, 1000, amp), 3)
+        done.history.append(row)
         log.info("epoch %d: %s", epoch, row)
         now = time.perf_counter()
         if resume is not None and (now - last_save >= resume.every_s or epoch == t.epochs):
-            resume_state.save(
-                resume,
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "generator": gen.get_state(),
-                    "host_generator": host_gen.get_state(),
-                    "history": history,
-                    "images_seen": images_seen,
-                    "train_seconds": train_time,
-                    "resumed_at": done.resumed_at,
-                    "wall_s": done.earlier_wall_s + now - attempt_start,
-                },
-            )
+            progress_so_far = {
+                "epoch": epoch,
+                "history": done.history,
+                "images_seen": images_seen,
+                "train_seconds": train_time,
+                "resumed_at": done.resumed_at,
+                "wall_s": done.earlier_wall_s + now - attempt_start,
+            }
+            resume_state.save(resume, {**loop.state(), **progress_so_far})
             last_save = now
-    done.model, done.images_per_s = model.eval(), images_seen / max(train_time, 1e-9)
+    done.model, done.images_per_s = loop.model.eval(), images_seen / max(train_time, 1e-9)
     return done
 
 
