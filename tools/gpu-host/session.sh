@@ -7,7 +7,7 @@
 # reports, artifacts and the DVC cache between calls; each call refreshes their code.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-step=${1:?usage: session.sh part pNN | install | variant NAME MODEL [OVERRIDE...] | repro WS [TARGET...] | early WS... | second WS | warm WS PREC | io WS PREC | tests | collect}
+step=${1:?usage: session.sh part pNN | install | variant NAME MODEL [OVERRIDE...] | repro WS [TARGET...] | early WS... | best WS... | second WS | warm WS PREC | io WS PREC | tests [PYTEST_ARG...] | collect}
 export PYTHONUNBUFFERED=1 PIPELINE_LOG_LEVEL=${PIPELINE_LOG_LEVEL:-INFO}
 WS=${WS:-/tmp/ws}  # workspaces: one per model config name, or per variant (see `variant`)
 # DEADLINE (epoch seconds, set by the caller for the whole device call) bounds every long
@@ -90,8 +90,12 @@ case "$step" in
       && timeout "$(left)" "$TRT_PYTHON" -m stages.benchmark --params "$d/params.yaml" --precision "$prec" \
          --checkpoint "artifacts/$m/checkpoint.pt" --onnx "artifacts/$m/onnx/$prec.onnx" --engine-dir "$d" \
          --backend tensorrt --part "$OUT/io-bench-$2-$prec.json") 2>&1 | grep -E "INFO|ERROR|error" ;;
-  tests)
-    need 60; host_env; timeout "$(left)" python -m pytest -m "gpu or tensorrt" -v --durations=15 -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -25 ;;
+  best)  # prints the workspace, of those named, whose trained model has the highest test top-1
+    shift; for w in "$@"; do m=$(model_of "$WS/$w" 2>/dev/null)
+      python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['test_top1'], sys.argv[2])" "$WS/$w/reports/$m/train.json" "$w" 2>/dev/null
+    done | sort -rn | head -1 | cut -d' ' -f2 ;;
+  tests)  # optional pytest arguments after it, e.g. `tests -k implicit`
+    need 60; host_env; shift; timeout "$(left)" python -m pytest -m "gpu or tensorrt" -v --durations=15 -p no:cacheprovider tests/test_gpu.py "$@" 2>&1 | tee "$OUT/gpu-tests.log" | tail -25 ;;
   collect)  # everything worth keeping, in one file under $OUT
     rm -rf /tmp/collect && mkdir -p /tmp/collect
     for ws in "$WS"/*/; do m=$(basename "$ws"); mkdir -p "/tmp/collect/$m"
