@@ -48,3 +48,20 @@ def test_a_model_name_is_a_workspace_of_that_model_with_defaults(tmp_path: Path)
 def test_variant_without_a_model_is_a_usage_error(tmp_path: Path) -> None:
     bad = _session(tmp_path, "variant", "lonely")
     assert bad.returncode == 2 and "usage: session.sh variant NAME MODEL" in bad.stderr
+
+
+def _trained(ws: Path, model: str, top1: float) -> None:
+    (ws / "reports" / model).mkdir(parents=True)
+    (ws / "params.yaml").write_text(yaml.safe_dump({"seed": 0, "model": {"name": model, "arch": "resnet18"}}))
+    (ws / "reports" / model / "train.json").write_text(f'{{"test_top1": {top1}, "epochs": 3}}')
+
+
+def test_best_names_the_workspace_whose_training_scored_highest(tmp_path: Path) -> None:
+    _trained(tmp_path / "ws" / "a", "resnet18_cifar", 92.94)
+    _trained(tmp_path / "ws" / "b", "resnet18_cifar", 93.34)
+    _trained(tmp_path / "ws" / "c", "resnet18_cifar", 93.1)
+    (tmp_path / "ws" / "untrained").mkdir()  # no params, no train.json: not a candidate
+    best = _session(tmp_path, "best", "a", "untrained", "b", "c")
+    assert best.returncode == 0, best.stderr
+    assert best.stdout.strip() == "b"
+    assert _session(tmp_path, "best", "a", "c").stdout.strip() == "c"

@@ -79,8 +79,9 @@ case "$step" in
       && timeout "$(left)" python -m stages.build --precision "$prec" --onnx "artifacts/$m/onnx/$prec.onnx" \
          --fingerprint artifacts/fingerprint.json --out-dir /tmp/warm --report "$OUT/warm-build-$2-$prec.json" \
       && cp "reports/$m/build/$prec.json" "$OUT/cold-build-$2-$prec.json") 2>&1 | tail -3 ;;
-  io)  # A/B of build.io_fp16: the engine with the other I/O type (warm timing cache), TensorRT bench only
-    need 90; host_env; ws=$WS/$2; prec=$3; d=/tmp/io-$2-$prec; m=$(model_of "$ws")
+  io)  # A/B of build.io_fp16: the engine with the other I/O type (warm timing cache), TensorRT
+    # benchmark and test-set accuracy (the default can change only with both)
+    need 110; host_env; ws=$WS/$2; prec=$3; d=/tmp/io-$2-$prec; m=$(model_of "$ws")
     (cd "$ws" && rm -rf "$d" && mkdir -p "$d" && cp "artifacts/$m/engines/$prec/timing.cache" "$d/" \
       && if grep -q 'io_fp16: true' params.yaml; then sed 's/io_fp16: true/io_fp16: false/' params.yaml; \
          else sed 's/io_fp16: false/io_fp16: true/' params.yaml; fi > "$d/params.yaml" \
@@ -89,7 +90,11 @@ case "$step" in
          --report "$OUT/io-build-$2-$prec.json" \
       && timeout "$(left)" "$TRT_PYTHON" -m stages.benchmark --params "$d/params.yaml" --precision "$prec" \
          --checkpoint "artifacts/$m/checkpoint.pt" --onnx "artifacts/$m/onnx/$prec.onnx" --engine-dir "$d" \
-         --backend tensorrt --part "$OUT/io-bench-$2-$prec.json") 2>&1 | grep -E "INFO|ERROR|error" ;;
+         --backend tensorrt --part "$OUT/io-bench-$2-$prec.json" \
+      && timeout "$(left)" "$TRT_PYTHON" -m stages.evaluate --params "$d/params.yaml" --precision "$prec" \
+         --checkpoint "artifacts/$m/checkpoint.pt" --onnx "artifacts/$m/onnx/$prec.onnx" --engine-dir "$d" \
+         --test data/prepared/test.npz --reference "artifacts/$m/reference_logits.npy" \
+         --backend tensorrt --part "$OUT/io-eval-$2-$prec.json") 2>&1 | grep -E "INFO|ERROR|error" ;;
   best)  # prints the workspace, of those named, whose trained model has the highest test top-1
     shift; for w in "$@"; do m=$(model_of "$WS/$w" 2>/dev/null)
       python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['test_top1'], sys.argv[2])" "$WS/$w/reports/$m/train.json" "$w" 2>/dev/null
