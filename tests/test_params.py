@@ -133,13 +133,16 @@ def test_resnet50_has_its_own_image_size_and_schedule() -> None:
     assert p.model.image_size == 224 and p.model.cifar_stem is False
     # every setting conf/model/resnet50.yaml makes (a global package) lands in params
     own = _leaves(_conf("model/resnet50.yaml"))
-    assert {k.split(".")[0] for k, _ in own} >= {"model", "train", "bench"}
+    assert {k.split(".")[0] for k, _ in own} >= {"model", "train", "calibrate"}
     for key, value in own:
         assert _get(raw, key) == value, key
-    # ... and its train and bench settings are not the default model's
+    # ... and its train and calibrate settings are not the default model's
     default = compose([])
     changed = {k.split(".")[0] for k, v in own if _get(default, k) != v}
-    assert {"model", "train", "bench"} <= changed
+    assert {"model", "train", "calibrate"} <= changed
+    # it builds and benchmarks with the default profiles and batch sizes (as run on the H100)
+    assert raw["build"]["profiles"] == default["build"]["profiles"]
+    assert raw["bench"]["batch_sizes"] == default["bench"]["batch_sizes"]
 
 
 @pytest.mark.parametrize(("profile", "device"), [("cpu", "cpu"), ("gpu", "cuda")])
