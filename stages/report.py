@@ -109,6 +109,15 @@ def write_plots(c: Collected, out: Path) -> None:
         plot.training(c.history, out / "training.png", sub)
 
 
+def _resumed(train: dict[str, Any]) -> str:
+    """How the training's wall time was made up, when an interruption split it into runs."""
+    n = int(train.get("resumed") or 0)
+    if n == 0:
+        return ""
+    times = "once" if n == 1 else f"{n} times"
+    return f", over {n + 1} runs (interrupted and resumed {times}; each run counted up to its last save)"
+
+
 def _calibration_check(cal: dict[str, Any]) -> str:
     """The calibrate stage's own check, when it ran: Q/DQ vs FP32 agreement and float layers."""
     parts = []
@@ -283,7 +292,7 @@ def summary_markdown(c: Collected, plots_dir: Path) -> str:
         f"calibration: {c.meta.get('calib_images')} images from the {c.meta.get('calib_drawn_from')})",
         f"- Training: {c.train.get('epochs')} epochs on {c.train.get('train_images')} images, "
         f"test top-1 {_fmt(c.train.get('test_top1'))}% (FP32), wall time {_fmt(c.train.get('train_wall_s'), '.0f')} s "
-        f"on {c.train.get('device')}",
+        f"on {c.train.get('device')}" + _resumed(c.train),
         f"- INT8: explicit quantization, {c.calibrate.get('method')} calibration on "
         f"{c.calibrate.get('images')} training images ({c.calibrate.get('tool')})" + _calibration_check(c.calibrate),
         f"- Precisions: {', '.join(p.precisions)}; backends: {', '.join(p.backends)}",

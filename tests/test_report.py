@@ -245,6 +245,7 @@ def build_model_dir(root: Path, name: str) -> dict[str, Any]:
             "device": "NVIDIA H100 80GB HBM3" if gpu else "cpu",
             "profile": params["profile"],
             "synthetic_data": sc["synthetic"],
+            **({"resumed": 1} if gpu else {}),
         },
     )
     history = [
@@ -440,6 +441,11 @@ def test_summary_names_the_model_and_where_it_ran(name: str, request: pytest.Fix
     else:
         assert f"- Where: {MODEL}, profile cpu, no CUDA GPU, no TensorRT" in md
     assert f"- Precisions: {', '.join(p['precisions'])}; backends: {', '.join(p['backends'])}" in md
+    device = "NVIDIA H100 80GB HBM3" if name == "on_gpu" else "cpu"
+    trained = f"wall time 321 s on {device}"
+    resumed = ", over 2 runs (interrupted and resumed once; each run counted up to its last save)\n"
+    assert (trained + resumed in md) == (name == "on_gpu")
+    assert (trained + "\n" in md) == (name == "on_cpu")
     assert "entropy calibration on" in md and "onnxruntime 1.20.1 quantization" in md
     check = (
         "; 5 convs kept in float (^/layer4/); Q/DQ top-1 agreement with FP32 99.4% on 256 calibration images "
