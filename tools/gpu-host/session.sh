@@ -82,19 +82,18 @@ case "$step" in
   io)  # A/B of build.io_fp16: the engine with the other I/O type (warm timing cache), TensorRT
     # benchmark and test-set accuracy (the default can change only with both)
     need 110; host_env; ws=$WS/$2; prec=$3; d=/tmp/io-$2-$prec; m=$(model_of "$ws")
+    # what every per-backend stage takes (stages/lib/fanout.py add_arguments), for this engine
+    per_backend=(--params "$d/params.yaml" --precision "$prec" --checkpoint "artifacts/$m/checkpoint.pt"
+                 --onnx "artifacts/$m/onnx/$prec.onnx" --engine-dir "$d" --backend tensorrt)
     (cd "$ws" && rm -rf "$d" && mkdir -p "$d" && cp "artifacts/$m/engines/$prec/timing.cache" "$d/" \
       && if grep -q 'io_fp16: true' params.yaml; then sed 's/io_fp16: true/io_fp16: false/' params.yaml; \
          else sed 's/io_fp16: false/io_fp16: true/' params.yaml; fi > "$d/params.yaml" \
       && timeout "$(left)" python -m stages.build --params "$d/params.yaml" --precision "$prec" \
          --onnx "artifacts/$m/onnx/$prec.onnx" --fingerprint artifacts/fingerprint.json --out-dir "$d" \
          --report "$OUT/io-build-$2-$prec.json" \
-      && timeout "$(left)" "$TRT_PYTHON" -m stages.benchmark --params "$d/params.yaml" --precision "$prec" \
-         --checkpoint "artifacts/$m/checkpoint.pt" --onnx "artifacts/$m/onnx/$prec.onnx" --engine-dir "$d" \
-         --backend tensorrt --part "$OUT/io-bench-$2-$prec.json" \
-      && timeout "$(left)" "$TRT_PYTHON" -m stages.evaluate --params "$d/params.yaml" --precision "$prec" \
-         --checkpoint "artifacts/$m/checkpoint.pt" --onnx "artifacts/$m/onnx/$prec.onnx" --engine-dir "$d" \
-         --test data/prepared/test.npz --reference "artifacts/$m/reference_logits.npy" \
-         --backend tensorrt --part "$OUT/io-eval-$2-$prec.json") 2>&1 | grep -E "INFO|ERROR|error" ;;
+      && timeout "$(left)" "$TRT_PYTHON" -m stages.benchmark "${per_backend[@]}" --part "$OUT/io-bench-$2-$prec.json" \
+      && timeout "$(left)" "$TRT_PYTHON" -m stages.evaluate "${per_backend[@]}" --part "$OUT/io-eval-$2-$prec.json" \
+         --test data/prepared/test.npz --reference "artifacts/$m/reference_logits.npy") 2>&1 | grep -E "INFO|ERROR|error" ;;
   best)  # prints the workspace, of those named, whose trained model has the highest test top-1
     shift; for w in "$@"; do m=$(model_of "$WS/$w" 2>/dev/null)
       python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['test_top1'], sys.argv[2])" "$WS/$w/reports/$m/train.json" "$w" 2>/dev/null
