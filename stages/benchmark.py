@@ -3,7 +3,8 @@
 For each batch size: ``compute`` (device-resident input/output, CUDA events), ``compute``
 with a CUDA graph, and ``end_to_end`` (pinned host input -> device -> host logits, host
 clock); at the largest batch a ``pipelined`` end-to-end run that overlaps copies and
-compute. Every record says what was timed. Each backend runs in its own process, so its
+compute, and (TensorRT, ``bench.contexts`` > 1) a ``concurrent`` compute run of several
+engine copies on their own streams. Every record says what was timed. Each backend runs in its own process, so its
 device-memory reading is its own. Torch-free.
 """
 
@@ -21,12 +22,11 @@ from .lib.fanout import add_arguments, passthrough, per_backend, status_of
 from .lib.io import write_csv, write_json, write_text
 from .lib.params import Params, load_params
 from .lib.runners import Artifacts, Runner, create_runner
-from .lib.timing import TimedOp, measure, measure_span, summarize
+from .lib.timing import TimedOp, measure, measure_span, span_budgeted, summarize
 
 log = logging.getLogger(__name__)
 
 LAYER_PROFILE_ITERATIONS = 20
-TOP_LAYERS = 10
 
 
 def _cuda_mem() -> float | None:
@@ -96,7 +96,35 @@ def bench_runner(runner: Runner, backend: str, p: Params) -> list[dict[str, Any]
                 "timed": pipe.timed,
             }
         )
+    if gpu:
+        rows += concurrent_rows(runner, max(sizes), p)
     return rows
+
+
+def concurrent_rows(runner: Runner, batch: int, p: Params) -> list[dict[str, Any]]:
+    """The ``concurrent`` row: ``bench.contexts`` inferences at a time, compute only."""
+    op = runner.concurrent_op(batch, p.bench.contexts, p.bench.cuda_graph)
+    if op is None:
+        return []
+    try:
+        span, steps = span_budgeted(op, p.bench.warmup, p.bench.iterations, p.bench.max_seconds)
+    finally:
+        op.close()
+    images = batch * p.bench.contexts * steps
+    ips = images / (span / 1000.0)
+    log.info("%s concurrent x%d batch %d: %.0f img/s", runner.backend, p.bench.contexts, batch, ips)
+    return [
+        {
+            "batch_size": batch,
+            "mode": "concurrent",
+            "contexts": p.bench.contexts,
+            "cuda_graph": op.cuda_graph,
+            "throughput_ips": round(ips, 1),
+            "iterations": steps,
+            "clock": "host perf_counter over the whole run, synchronised at the end",
+            "timed": op.timed,
+        }
+    ]
 
 
 def child(args: argparse.Namespace) -> None:
@@ -120,7 +148,7 @@ def child(args: argparse.Namespace) -> None:
                 layers = runner.layer_profile(b, LAYER_PROFILE_ITERATIONS)
                 record["layer_profile"] = {
                     "batch_size": b,
-                    "layers": layers[:TOP_LAYERS],
+                    "layers": layers,  # every layer, slowest first; the report shows ten
                     "total_ms": round(sum(r["ms_mean"] for r in layers), 4),
                 }
     except PipelineError as exc:
@@ -131,13 +159,15 @@ def child(args: argparse.Namespace) -> None:
 def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Flat numbers for `dvc metrics`: batch-1 latency and best throughput per mode."""
     out: dict[str, Any] = {}
-    for mode in ("compute", "end_to_end", "pipelined"):
+    for mode in ("compute", "end_to_end", "pipelined", "concurrent"):
         mine = [r for r in rows if r["mode"] == mode]
         if not mine:
             continue
         best = max(mine, key=lambda r: r["throughput_ips"])
         out[f"{mode}_throughput_ips_max"] = best["throughput_ips"]
         out[f"{mode}_throughput_batch"] = best["batch_size"]
+        if "contexts" in best:
+            out[f"{mode}_contexts"] = best["contexts"]
         b1 = [r for r in mine if r["batch_size"] == 1 and "latency_ms_p50" in r]
         if b1:
             out[f"{mode}_bs1_latency_ms_p50"] = min(r["latency_ms_p50"] for r in b1)

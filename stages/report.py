@@ -23,6 +23,8 @@ from .lib.quality import gate_checks
 
 log = logging.getLogger(__name__)
 
+TOP_LAYERS = 10  # slowest layers shown per engine (the benchmark keeps them all)
+
 
 @dataclass
 class Collected:
@@ -197,8 +199,8 @@ def _bench_table(c: Collected) -> list[str]:
 def _headline_table(c: Collected) -> list[str]:
     rows = [
         "| backend | precision | batch-1 p50 ms (compute) | best img/s (compute) | "
-        "best img/s (end to end) | pipelined img/s | device MB |",
-        "|---|---|---|---|---|---|---|",
+        "best img/s (end to end) | pipelined img/s | concurrent img/s | device MB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for prec, backend, rec in _ok_records(c.benches):
         best = f"{_fmt(rec.get('compute_throughput_ips_max'), ',.0f')} (b{rec.get('compute_throughput_batch')})"
@@ -210,9 +212,17 @@ def _headline_table(c: Collected) -> list[str]:
         rows.append(
             f"| {backend} | {prec.upper()} | {_fmt(rec.get('compute_bs1_latency_ms_p50'), '.4f')} | "
             f"{best} | {e2e} | {_fmt(rec.get('pipelined_throughput_ips_max'), ',.0f')} | "
+            f"{_concurrent(rec)} | "
             f"{_fmt(rec.get('device_mem_mb'), '.0f')} |"
         )
     return rows
+
+
+def _concurrent(rec: dict[str, Any]) -> str:
+    ips = rec.get("concurrent_throughput_ips_max")
+    if ips is None:
+        return "-"
+    return f"{_fmt(ips, ',.0f')} (b{rec.get('concurrent_throughput_batch')} x{rec.get('concurrent_contexts')})"
 
 
 def _timed_notes(c: Collected) -> list[str]:
@@ -249,7 +259,7 @@ def _layer_tables(c: Collected) -> list[str]:
             "| layer | precision | mean ms | share |",
             "|---|---|---|---|",
         ]
-        for row in prof["layers"]:
+        for row in prof["layers"][:TOP_LAYERS]:
             share = 100.0 * row["ms_mean"] / prof["total_ms"] if prof["total_ms"] else 0.0
             out.append(f"| `{row['layer'][:90]}` | {row.get('precision', '?')} | {row['ms_mean']:.4f} | {share:.1f}% |")
     return out
@@ -274,6 +284,7 @@ def flat_metrics(c: Collected) -> dict[str, Any]:
                     "compute_throughput_ips_max",
                     "end_to_end_throughput_ips_max",
                     "pipelined_throughput_ips_max",
+                    "concurrent_throughput_ips_max",
                 ):
                     if rec.get(k) is not None:
                         m[f"{backend}_{prec}_{k}"] = rec[k]

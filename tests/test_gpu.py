@@ -217,6 +217,9 @@ def test_benchmark_times_graphs_copies_and_pipeline(gpu_project: Path) -> None:
     assert layers["layers"][0]["precision"] != "?"
     assert summary["compute_bs1_latency_ms_p50"] > 0
     assert summary["pipelined_throughput_ips_max"] > 0
+    # the project's conf runs two engine copies at once at the largest batch
+    assert summary["concurrent_contexts"] == 2 and summary["concurrent_throughput_ips_max"] > 0
+    assert len(layers["layers"]) > 10  # every layer, not only the ten the report shows
 
 
 @pytest.mark.gpu

@@ -400,6 +400,8 @@ def test_calibration_images_must_fit_the_calibration_subset() -> None:
         ("model", "image_size", 40, "model.image_size: must be a multiple of 32, got 40"),
         ("export", "opset", 13, "export.opset: must be >= 17, got 13"),
         ("build", "opt_level", 6, "build.opt_level: must be 0..5, got 6"),
+        ("bench", "contexts", 0, "bench.contexts: must be 1..8, got 0"),
+        ("bench", "contexts", 9, "bench.contexts: must be 1..8, got 9"),
         ("quality", "min_fp32_agreement", 1.5, "quality.min_fp32_agreement: must be in [0, 1], got 1.5"),
         ("quality", "max_top1_drop", -1, "quality.max_top1_drop: must be >= 0, got -1.0"),
         ("train", "epochs", -1, "train.epochs: must be >= 0, got -1"),

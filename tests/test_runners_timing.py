@@ -16,7 +16,7 @@ from stages.lib.errors import BackendUnavailable, OnnxModelError, UnsupportedCom
 from stages.lib.params import BACKENDS, Params, params_from_dict
 from stages.lib.runners import Artifacts, Runner, create_runner
 from stages.lib.runners.base import bench_input
-from stages.lib.timing import TimedOp, Timing, measure, measure_span, summarize
+from stages.lib.timing import TimedOp, Timing, measure, measure_span, span_budgeted, summarize
 from tests.conftest import TINY, compose
 
 M = "artifacts/resnet18_cifar"
@@ -176,6 +176,7 @@ def test_runner_ops_are_timed_on_the_host_clock(params, artifacts, backend: str)
             assert s["iterations"] == 5
             assert s["throughput_ips"] == pytest.approx(2 * 5 / (t.span_ms / 1000.0), abs=0.06)
         assert runner.pipelined_op(2, 2) is None
+        assert runner.concurrent_op(2, 2, cuda_graph=False) is None
 
 
 def test_bench_input_is_deterministic_and_not_zero() -> None:
@@ -268,6 +269,47 @@ def test_measure_span_counts_all_steps() -> None:
     ms = measure_span(fake.op(), warmup=2, iterations=5)
     assert fake.steps == 7
     assert 10.0 <= ms < 500.0  # 5 timed sleeps of 2 ms, plus scheduling noise
+
+
+def test_span_budgeted_bounds_steps_by_time() -> None:
+    fake = SleepOp(0.002)
+    ms, n = span_budgeted(fake.op(), warmup=1000, iterations=100_000, max_seconds=0.06)
+    assert 10 <= n <= 30, n  # ~ 60 ms / 2 ms
+    assert 2.0 * n <= ms < 2.0 * n + 500.0
+    assert fake.steps - 3 - n <= 10  # probe, a warm-up of a third of the budget, timed
+    fake = SleepOp(0.0)
+    ms, n = span_budgeted(fake.op(), warmup=2, iterations=7, max_seconds=5.0)
+    assert n == 7 and fake.steps == 3 + 2 + 7
+    fake = SleepOp(0.002)
+    _, n = span_budgeted(fake.op(), warmup=0, iterations=50, max_seconds=0.001)
+    assert n == 10  # never fewer than ten
+
+
+def test_concurrent_row_counts_every_copy(monkeypatch) -> None:
+    from stages import benchmark
+
+    class FakeRunner:
+        backend = "tensorrt"
+
+        def __init__(self) -> None:
+            self.fake = SleepOp(0.001)
+            self.asked: tuple[int, int, bool] | None = None
+
+        def concurrent_op(self, batch: int, contexts: int, cuda_graph: bool) -> TimedOp:
+            self.asked = (batch, contexts, cuda_graph)
+            op = self.fake.op()
+            op.cleanup.append(lambda: setattr(self, "closed", True))
+            return op
+
+    monkeypatch.setattr(benchmark, "span_budgeted", lambda op, w, i, s: (op.step(), (250.0, 20))[1])
+    p = params_from_dict(compose([*TINY, "bench.contexts=3", "bench.cuda_graph=true"]))
+    runner = FakeRunner()
+    (row,) = benchmark.concurrent_rows(runner, 64, p)  # type: ignore[arg-type]
+    assert runner.asked == (64, 3, True) and runner.closed  # type: ignore[attr-defined]
+    assert row["mode"] == "concurrent" and row["contexts"] == 3 and row["iterations"] == 20
+    assert row["throughput_ips"] == 64 * 3 * 20 / 0.25  # every copy's batch, over the span
+    head = benchmark.headline([row])
+    assert head["concurrent_throughput_ips_max"] == 15360.0 and head["concurrent_contexts"] == 3
 
 
 def test_timed_op_close_runs_cleanup_once_in_reverse() -> None:

@@ -117,6 +117,7 @@ class BenchParams:
     cuda_graph: bool
     compile_batch_sizes: list[int]
     streams: int
+    contexts: int
     layer_profile: bool
 
 
@@ -248,6 +249,8 @@ def validate(p: Params) -> list[str]:
         problems.append(f"quality.min_fp32_agreement: must be in [0, 1], got {p.quality.min_fp32_agreement}")
     if p.quality.max_top1_drop < 0:
         problems.append(f"quality.max_top1_drop: must be >= 0, got {p.quality.max_top1_drop}")
+    if not 1 <= p.bench.contexts <= 8:
+        problems.append(f"bench.contexts: must be 1..8, got {p.bench.contexts}")
     if not 0 <= p.build.opt_level <= 5:
         problems.append(f"build.opt_level: must be 0..5, got {p.build.opt_level}")
     if len(p.data.mean) != 3 or len(p.data.std) != 3:

@@ -103,6 +103,17 @@ def measure_span(op: TimedOp, warmup: int, iterations: int) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
+def span_budgeted(op: TimedOp, warmup: int, iterations: int, max_seconds: float) -> tuple[float, int]:
+    """(wall ms, steps) of :func:`measure_span` with the step count bounded like
+    :func:`measure`: at most ``iterations``, fewer when they would exceed ``max_seconds``,
+    never fewer than 10."""
+    probe = _host_times(op, 3)
+    est_ms = max(float(np.median(probe[1:])), 1e-3)
+    budget_ms = max_seconds * 1000.0
+    n = int(min(iterations, max(10, budget_ms / est_ms)))
+    return measure_span(op, int(min(warmup, max(1, budget_ms / 3 / est_ms))), n), n
+
+
 def summarize(t: Timing, batch_size: int) -> dict[str, float | int | str]:
     s = t.samples_ms
     return {

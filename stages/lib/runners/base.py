@@ -72,6 +72,11 @@ class Runner(abc.ABC):
         """End-to-end with copies overlapped with compute; None if not supported."""
         return None
 
+    def concurrent_op(self, batch_size: int, contexts: int, cuda_graph: bool) -> TimedOp | None:
+        """``contexts`` inferences at once, each on its own stream with device-resident I/O
+        (a step runs ``contexts`` batches); None if not supported."""
+        return None
+
     @abc.abstractmethod
     def input_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one input image."""

@@ -2,7 +2,8 @@
 
 Named I/O tensors and ``execute_async_v3`` on an explicit stream; pinned host buffers;
 one execution context per optimization profile, picked by batch size; CUDA-graph capture
-for the compute op; a copy/compute-overlapped pipeline for end-to-end throughput.
+for the compute op; a copy/compute-overlapped pipeline for end-to-end throughput; several
+engine instances computing at once on their own streams.
 """
 
 from __future__ import annotations
@@ -241,6 +242,13 @@ class TrtRunner(Runner):
         """Copies on their own streams overlap the previous/next batch's compute."""
         return _Pipeline(self, batch_size, max(2, streams)).op()
 
+    def concurrent_op(self, batch_size: int, contexts: int, cuda_graph: bool) -> TimedOp | None:
+        """``contexts`` copies of the engine, each with its own context, stream and device I/O,
+        enqueued together: kernels of one copy can fill the SMs another leaves idle."""
+        if contexts < 2:
+            return None
+        return _Concurrent(self, batch_size, contexts, cuda_graph).op()
+
     # -- extras ----------------------------------------------------------------------------
 
     def layer_profile(self, batch_size: int, iterations: int) -> list[dict[str, Any]]:
@@ -371,6 +379,103 @@ class _Pipeline:
             None,
             f"host clock over many batches: pinned {dtype} input, H2D / execute / D2H on "
             f"three streams with {self.depth} buffer sets, overlapping copies and compute",
+        )
+        op.cleanup.append(self.close)
+        return op
+
+
+class _Concurrent:
+    """N engine instances on N streams, compute only.
+
+    Each copy is deserialized from the same plan: with dynamic shapes an optimization profile
+    serves one context at a time, so copies of the engine (as ``trtexec --streams``) rather
+    than contexts of one engine.
+    """
+
+    def __init__(self, runner: TrtRunner, batch: int, n: int, cuda_graph: bool) -> None:
+        self.r, self.b, self.n = runner, batch, n
+        self.k = runner.profile_for(batch)
+        plan = runner.engine_path.read_bytes()
+        self.copies: list[tuple[Any, Any, cuda.Stream, cuda.DeviceBuffer, cuda.DeviceBuffer]] = []
+        self.graphs: list[cuda.Graph] = []
+        x = bench_input(batch, runner.input_shape())
+        h_in = cuda.PinnedArray((batch, *runner.input_shape()), runner.in_dtype)
+        try:
+            h_in.array[...] = x
+            for _ in range(n):
+                engine = runner.runtime.deserialize_cuda_engine(plan)
+                ctx = engine.create_execution_context() if engine is not None else None
+                if ctx is None:
+                    where = f"engine copy {len(self.copies) + 1} of {n}"
+                    raise EngineError(f"{runner.engine_path}: could not create {where}")
+                stream = cuda.Stream()
+                d_in = cuda.DeviceBuffer(h_in.nbytes)
+                d_out = cuda.DeviceBuffer(_nbytes((batch, runner.num_classes), runner.out_dtype))
+                self.copies.append((engine, ctx, stream, d_in, d_out))
+                ctx.set_optimization_profile_async(self.k, stream.ptr)
+                if not ctx.set_input_shape(runner.input_name, (batch, *runner.input_shape())):
+                    raise EngineError(f"cannot set input shape batch={batch} on profile {self.k}")
+                ctx.set_tensor_address(runner.input_name, d_in.ptr)
+                ctx.set_tensor_address(runner.output_name, d_out.ptr)
+                cuda.copy_htod_async(d_in.ptr, h_in.ptr, h_in.nbytes, stream)
+                self._enqueue(ctx, stream)  # once before capture: lazy setup
+                stream.synchronize()
+            self.graphed = False
+            if cuda_graph:
+                try:
+                    for _, ctx, stream, _, _ in self.copies:
+                        self.graphs.append(cuda.Graph(stream, lambda c=ctx, s=stream: self._enqueue(c, s)))
+                    self.graphed = True
+                except EngineError as exc:
+                    log.warning("CUDA graph capture failed (%s); concurrent run without graphs", exc)
+                    self._close_graphs()
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            h_in.close()
+
+    def _enqueue(self, ctx: Any, stream: cuda.Stream) -> None:
+        if not ctx.execute_async_v3(stream.ptr):
+            raise EngineError(f"execute_async_v3 failed for {self.r.engine_path}")
+
+    def step(self) -> None:
+        if self.graphed:
+            for g, (_, _, stream, _, _) in zip(self.graphs, self.copies, strict=True):
+                g.launch(stream)
+        else:
+            for _, ctx, stream, _, _ in self.copies:
+                self._enqueue(ctx, stream)
+
+    def sync(self) -> None:
+        for _, _, stream, _, _ in self.copies:
+            stream.synchronize()
+
+    def _close_graphs(self) -> None:
+        for g in self.graphs:
+            g.close()
+        self.graphs.clear()
+
+    def close(self) -> None:
+        self.sync()
+        self._close_graphs()
+        while self.copies:
+            engine, ctx, stream, d_in, d_out = self.copies.pop()
+            d_in.close()
+            d_out.close()
+            stream.close()
+            del ctx, engine  # a context goes before its engine
+
+    def op(self) -> TimedOp:
+        op = TimedOp(
+            self.step,
+            self.sync,
+            None,
+            f"host clock over many steps: {self.n} engine copies, each execute_async_v3 on its own "
+            f"stream with device-resident input/output"
+            + (", replayed as CUDA graphs" if self.graphed else "")
+            + f"; a step is {self.n} batches",
+            cuda_graph=self.graphed,
         )
         op.cleanup.append(self.close)
         return op
