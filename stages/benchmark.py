@@ -22,11 +22,13 @@ from .lib.fanout import add_arguments, passthrough, per_backend, status_of
 from .lib.io import write_csv, write_json, write_text
 from .lib.params import Params, load_params
 from .lib.runners import Artifacts, Runner, create_runner
-from .lib.timing import TimedOp, measure, measure_span, span_budgeted, summarize
+from .lib.timing import TimedOp, measure, span_budgeted, summarize
 
 log = logging.getLogger(__name__)
 
 LAYER_PROFILE_ITERATIONS = 20
+PIPELINE_MIN_STEPS = 40
+PIPELINE_BUDGET = 4
 
 
 def _cuda_mem() -> float | None:
@@ -80,9 +82,17 @@ def bench_runner(runner: Runner, backend: str, p: Params) -> list[dict[str, Any]
     pipe = runner.pipelined_op(max(sizes), p.bench.streams) if gpu else None
     if pipe is not None:
         b = max(sizes)
-        iters = max(10, p.bench.iterations)
+        # Filling and draining the buffer sets costs about one step: PIPELINE_MIN_STEPS keeps
+        # that under a few %, and the budget is PIPELINE_BUDGET x bench.max_seconds (500
+        # steps at ResNet-50 b2048 took 64 s on the H100).
         try:
-            span = measure_span(pipe, p.bench.warmup, iters)
+            span, iters = span_budgeted(
+                pipe,
+                p.bench.warmup,
+                max(PIPELINE_MIN_STEPS, p.bench.iterations),
+                PIPELINE_BUDGET * p.bench.max_seconds,
+                min_steps=PIPELINE_MIN_STEPS,
+            )
         finally:
             pipe.close()
         rows.append(
@@ -103,7 +113,11 @@ def bench_runner(runner: Runner, backend: str, p: Params) -> list[dict[str, Any]
 
 def concurrent_rows(runner: Runner, batch: int, p: Params) -> list[dict[str, Any]]:
     """The ``concurrent`` row: ``bench.contexts`` inferences at a time, compute only."""
-    op = runner.concurrent_op(batch, p.bench.contexts, p.bench.cuda_graph)
+    try:
+        op = runner.concurrent_op(batch, p.bench.contexts, p.bench.cuda_graph)
+    except PipelineError as exc:  # e.g. no memory for another copy: the other rows still count
+        log.warning("%s: no concurrent run (%s)", runner.backend, exc)
+        return []
     if op is None:
         return []
     try:

@@ -65,3 +65,36 @@ def test_best_names_the_workspace_whose_training_scored_highest(tmp_path: Path) 
     assert best.returncode == 0, best.stderr
     assert best.stdout.strip() == "b"
     assert _session(tmp_path, "best", "a", "c").stdout.strip() == "c"
+
+
+def test_ab_composes_the_workspace_overrides_plus_its_own(tmp_path: Path) -> None:
+    """`ab` rebuilds from params the workspace's overrides and the A/B's compose; here the
+    build then fails (no ONNX on this machine), which must stop the step before the benchmark."""
+    made = _session(tmp_path, "variant", "r50", "resnet50", "train.epochs=2")
+    assert made.returncode == 0, made.stderr
+    assert _session(tmp_path, "repro", "r50", "--dry", "prepare").returncode == 0
+    env_dir = tmp_path / "ab"
+    env = dict(
+        os.environ,
+        WS=str(tmp_path / "ws"),
+        OUT=str(tmp_path / "out"),
+        DVC=str(DVC),
+        HOST_PYTHON=sys.executable,
+        TRT_PYTHON="/nonexistent/python",
+        AB_DIR=str(env_dir),
+    )
+    ran = subprocess.run(
+        ["bash", str(SESSION), "ab", "r50", "int8", "opt5", "build.opt_level=5", "bench.contexts=1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    params = yaml.safe_load((env_dir / "ab-opt5-int8" / "params.yaml").read_text())
+    assert params["model"]["name"] == "resnet50" and params["train"]["epochs"] == 2  # the workspace's
+    assert params["build"]["opt_level"] == 5 and params["bench"]["contexts"] == 1  # the A/B's
+    assert not (tmp_path / "out" / "ab-opt5-bench-int8.json").exists()
+    assert "nonexistent" not in ran.stdout + ran.stderr  # the benchmark never started
+    bad = _session(tmp_path, "ab", "r50", "int8", "opt5")
+    assert bad.returncode == 2 and "usage: session.sh ab WS PREC NAME OVERRIDE" in bad.stderr

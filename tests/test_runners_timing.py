@@ -283,6 +283,8 @@ def test_span_budgeted_bounds_steps_by_time() -> None:
     fake = SleepOp(0.002)
     _, n = span_budgeted(fake.op(), warmup=0, iterations=50, max_seconds=0.001)
     assert n == 10  # never fewer than ten
+    _, n = span_budgeted(SleepOp(0.002).op(), warmup=0, iterations=50, max_seconds=0.001, min_steps=40)
+    assert n == 40  # or than min_steps
 
 
 def test_concurrent_row_counts_every_copy(monkeypatch) -> None:

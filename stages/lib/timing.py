@@ -103,14 +103,16 @@ def measure_span(op: TimedOp, warmup: int, iterations: int) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
-def span_budgeted(op: TimedOp, warmup: int, iterations: int, max_seconds: float) -> tuple[float, int]:
+def span_budgeted(
+    op: TimedOp, warmup: int, iterations: int, max_seconds: float, min_steps: int = 10
+) -> tuple[float, int]:
     """(wall ms, steps) of :func:`measure_span` with the step count bounded like
-    :func:`measure`: at most ``iterations``, fewer when they would exceed ``max_seconds``,
-    never fewer than 10."""
+    :func:`measure`: at most ``iterations``, fewer when they would exceed ``max_seconds``
+    (judged from synchronised probe steps), never fewer than ``min_steps``."""
     probe = _host_times(op, 3)
     est_ms = max(float(np.median(probe[1:])), 1e-3)
     budget_ms = max_seconds * 1000.0
-    n = int(min(iterations, max(10, budget_ms / est_ms)))
+    n = int(min(iterations, max(min_steps, budget_ms / est_ms)))
     return measure_span(op, int(min(warmup, max(1, budget_ms / 3 / est_ms))), n), n
 
 

@@ -7,7 +7,7 @@
 # reports, artifacts and the DVC cache between calls; each call refreshes their code.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-step=${1:?usage: session.sh part pNN | install | variant NAME MODEL [OVERRIDE...] | repro WS [TARGET...] | early WS... | best WS... | second WS | warm WS PREC | io WS PREC | tests [PYTEST_ARG...] | collect}
+step=${1:?usage: session.sh part pNN | install | variant NAME MODEL [OVERRIDE...] | repro WS [TARGET...] | early WS... | best WS... | second WS | warm WS PREC | ab WS PREC NAME OVERRIDE... | tests [PYTEST_ARG...] | collect}
 export PYTHONUNBUFFERED=1 PIPELINE_LOG_LEVEL=${PIPELINE_LOG_LEVEL:-INFO}
 WS=${WS:-/tmp/ws}  # workspaces: one per model config name, or per variant (see `variant`)
 # DEADLINE (epoch seconds, set by the caller for the whole device call) bounds every long
@@ -79,20 +79,23 @@ case "$step" in
       && timeout "$(left)" python -m stages.build --precision "$prec" --onnx "artifacts/$m/onnx/$prec.onnx" \
          --fingerprint artifacts/fingerprint.json --out-dir /tmp/warm --report "$OUT/warm-build-$2-$prec.json" \
       && cp "reports/$m/build/$prec.json" "$OUT/cold-build-$2-$prec.json") 2>&1 | tail -3 ;;
-  io)  # A/B of build.io_fp16: the engine with the other I/O type (warm timing cache), TensorRT
-    # benchmark and test-set accuracy (the default can change only with both)
-    need 110; host_env; ws=$WS/$2; prec=$3; d=/tmp/io-$2-$prec; m=$(model_of "$ws")
+  ab)  # $2 workspace, $3 precision, $4 a name, then Hydra overrides: an A/B of build or bench
+    # settings on a trained workspace. The engine is rebuilt (from a copy of the cold build's
+    # timing cache) with the workspace's overrides plus these, then TensorRT is benchmarked
+    # and its test-set accuracy evaluated: a default can change only with both. E.g.
+    # `ab resnet50 int8 io build.io_fp16=true`, `ab resnet50 int8 opt5 build.opt_level=5`.
+    [ $# -ge 5 ] || { echo "usage: session.sh ab WS PREC NAME OVERRIDE..." >&2; exit 2; }
+    need "${NEED:-110}"; host_env; ws=$WS/$2; prec=$3; name=$4; shift 4; d=${AB_DIR:-/tmp}/ab-$name-$prec; m=$(model_of "$ws")
     # what every per-backend stage takes (stages/lib/fanout.py add_arguments), for this engine
     per_backend=(--params "$d/params.yaml" --precision "$prec" --checkpoint "artifacts/$m/checkpoint.pt"
                  --onnx "artifacts/$m/onnx/$prec.onnx" --engine-dir "$d" --backend tensorrt)
-    (cd "$ws" && rm -rf "$d" && mkdir -p "$d" && cp "artifacts/$m/engines/$prec/timing.cache" "$d/" \
-      && if grep -q 'io_fp16: true' params.yaml; then sed 's/io_fp16: true/io_fp16: false/' params.yaml; \
-         else sed 's/io_fp16: false/io_fp16: true/' params.yaml; fi > "$d/params.yaml" \
+    (cd "$ws" && rm -rf "$d" && mkdir -p "$d" && { cp "artifacts/$m/engines/$prec/timing.cache" "$d/" || true; } \
+      && "$HOST_PYTHON" -c "import os, sys; from dvc.utils.hydra import compose_and_dump as c; c(sys.argv[1], os.path.abspath('conf'), None, 'config', '', open('overrides').read().split() + sys.argv[2:])" "$d/params.yaml" "$@" \
       && timeout "$(left)" python -m stages.build --params "$d/params.yaml" --precision "$prec" \
          --onnx "artifacts/$m/onnx/$prec.onnx" --fingerprint artifacts/fingerprint.json --out-dir "$d" \
-         --report "$OUT/io-build-$2-$prec.json" \
-      && timeout "$(left)" "$TRT_PYTHON" -m stages.benchmark "${per_backend[@]}" --part "$OUT/io-bench-$2-$prec.json" \
-      && timeout "$(left)" "$TRT_PYTHON" -m stages.evaluate "${per_backend[@]}" --part "$OUT/io-eval-$2-$prec.json" \
+         --report "$OUT/ab-$name-build-$prec.json" \
+      && timeout "$(left)" "$TRT_PYTHON" -m stages.benchmark "${per_backend[@]}" --part "$OUT/ab-$name-bench-$prec.json" \
+      && timeout "$(left)" "$TRT_PYTHON" -m stages.evaluate "${per_backend[@]}" --part "$OUT/ab-$name-eval-$prec.json" \
          --test data/prepared/test.npz --reference "artifacts/$m/reference_logits.npy") 2>&1 | grep -E "INFO|ERROR|error" ;;
   best)  # prints the workspace, of those named, whose trained model has the highest test top-1
     shift; for w in "$@"; do m=$(model_of "$WS/$w" 2>/dev/null)
