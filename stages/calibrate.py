@@ -6,18 +6,26 @@ symmetric INT8, per-channel weights, float bias, Q/DQ on the inputs of Conv and 
 residual block's skip input (the pattern TensorRT fuses into conv + add + ReLU), or, with
 ``quantize_residual_add``, on all Add inputs and outputs (ORT's own placement). Convs named
 by ``float_nodes`` stay in float. The stage then checks the Q/DQ model against FP32 on the
-calibration images (top-1 agreement, reported; a warning below ``min_agreement``), so a
-collapse shows before any engine is built.
+calibration images (top-1 agreement), so a collapse shows before any engine is built.
+
+Minmax follows single outlier activations, so one method may not be enough: below
+``min_agreement`` the stage calibrates again with each of ``fallback_methods`` in turn, until
+one reaches it, and keeps the attempt that agrees best (the first of equals); the Q/DQ model
+and the ranges are that attempt's, the report lists every attempt, and a warning says when
+even the best one stays below ``min_agreement``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import re
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +219,76 @@ def quantize_skip_inputs(model: Any, tensors: Any, float_nodes: set[str] | None 
     return added
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What every calibration attempt shares."""
+
+    onnx: Path
+    batches: list[np.ndarray]  # calibrated on
+    check: list[np.ndarray]  # checked on (the first CHECK_IMAGES of them)
+    p: Params
+    device: str
+    providers: list[str]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One calibration method's ranges and Q/DQ model (at ``path``), checked against FP32."""
+
+    method: str
+    tensors: Any
+    counts: dict[str, int]
+    path: Path
+    agreement: float
+    seconds: float  # computing the ranges
+
+
+def calibrate_once(job: _Job, method: str, dest: Path) -> Attempt:
+    """Ranges with ``method``, the Q/DQ model at ``dest``, and its top-1 agreement with FP32."""
+    c = dataclasses.replace(job.p.calibrate, method=method)
+    t0 = time.perf_counter()
+    tensors = compute_ranges(job.onnx, job.batches, c, job.providers)
+    seconds = time.perf_counter() - t0
+    counts = quantize(job.onnx, tensors, c, dest)
+    agreement = qdq_agreement(job.onnx, dest, job.check, job.p, job.device)
+    return Attempt(method, tensors, counts, dest, agreement, seconds)
+
+
+def try_methods(job: _Job, out: Path, temps: list[Path]) -> list[Attempt]:
+    """calibrate.method, then each other fallback while agreement stays below min_agreement.
+
+    Each Q/DQ model goes to a temporary file next to ``out``, appended to ``temps`` before it
+    is written, so the caller can delete them whatever happens.
+    """
+    c = job.p.calibrate
+    methods = [c.method, *(m for m in c.fallback_methods if m != c.method)]
+    attempts: list[Attempt] = []
+    for i, method in enumerate(methods):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.{method}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        temps.append(Path(tmp))
+        attempts.append(calibrate_once(job, method, Path(tmp)))
+        next_method = methods[i + 1] if i + 1 < len(methods) else None
+        log.info(
+            "calibration %s: agreement %.1f%% with FP32 on %d images, %s",
+            method,
+            100 * attempts[-1].agreement,
+            sum(len(b) for b in job.check),
+            _outcome(attempts[-1].agreement, c.min_agreement, next_method),
+        )
+        if attempts[-1].agreement >= c.min_agreement:
+            break
+    return attempts
+
+
+def _outcome(agreement: float, min_agreement: float, next_method: str | None) -> str:
+    floor = f"{100 * min_agreement:.0f}%"
+    if agreement >= min_agreement:
+        return f"at least {floor}: kept"
+    return f"below {floor}, " + (f"trying {next_method}" if next_method else "no fallback left")
+
+
 def run(args: argparse.Namespace) -> None:
     p = load_params(args.params)
     if not args.onnx.is_file():
@@ -222,50 +300,68 @@ def run(args: argparse.Namespace) -> None:
 
     device = available_device(p)
     providers = (["CUDAExecutionProvider"] if device == "cuda" else []) + ["CPUExecutionProvider"]
-    t0 = time.perf_counter()
-    tensors = compute_ranges(args.onnx, batches, p.calibrate, providers)
-    calib_s = time.perf_counter() - t0
-    write_json(args.ranges, ranges_to_json(tensors, p.calibrate, n_images))
-    counts = quantize(args.onnx, tensors, p.calibrate, args.out)
     check = batches[: max(1, CHECK_IMAGES // BATCH)]
-    agreement = qdq_agreement(args.onnx, args.out, check, p, device)
+    job = _Job(args.onnx, batches, check, p, device, providers)
+    temps: list[Path] = []
+    try:
+        attempts = try_methods(job, args.out, temps)
+        kept = max(attempts, key=lambda a: a.agreement)  # max keeps the first of equals
+        kept_c = dataclasses.replace(p.calibrate, method=kept.method)
+        write_json(args.ranges, ranges_to_json(kept.tensors, kept_c, n_images))
+        os.replace(kept.path, args.out)  # same folder: an atomic rename
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
     n_check = sum(len(b) for b in check)
-    if agreement < p.calibrate.min_agreement:
+    calib_s = sum(a.seconds for a in attempts)
+    if kept.agreement < p.calibrate.min_agreement:
+        tried = [a.method for a in attempts]
         log.warning(
             "the INT8 model's top-1 agrees with FP32 on only %.1f%% of %d calibration images "
-            "(calibrate.min_agreement %.0f%%): INT8 accuracy will suffer. An under-trained "
-            "model is a common cause; otherwise keep the sensitive layers in float with "
-            "calibrate.float_nodes, or try calibrate.method",
-            100 * agreement,
+            "(calibrate.min_agreement %.0f%%) with %s calibration, %s: INT8 accuracy will "
+            "suffer. An under-trained model is a common cause; otherwise keep the sensitive "
+            "layers in float with calibrate.float_nodes, or try other calibrate.method / "
+            "calibrate.fallback_methods",
+            100 * kept.agreement,
             n_check,
             100 * p.calibrate.min_agreement,
+            kept.method,
+            f"the best of {', '.join(tried)}" if len(tried) > 1 else "and no calibrate.fallback_methods",
         )
     write_json(
         args.report,
         {
-            "method": p.calibrate.method,
+            "method": kept.method,
             "images": n_images,
             "from_split": "train",
             "per_channel": p.calibrate.per_channel,
             "quantize_residual_add": p.calibrate.quantize_residual_add,
-            "tensors_calibrated": len(tensors.data),
+            "tensors_calibrated": len(kept.tensors.data),
             "calibrate_s": round(calib_s, 2),
-            "quantize_linear_nodes": counts.get("QuantizeLinear", 0),
-            "skip_qdq_pairs_added": counts["skip_qdq_pairs"],
-            "float_convs": counts["float_convs"],
+            "quantize_linear_nodes": kept.counts.get("QuantizeLinear", 0),
+            "skip_qdq_pairs_added": kept.counts["skip_qdq_pairs"],
+            "float_convs": kept.counts["float_convs"],
             "float_nodes": p.calibrate.float_nodes,
-            "qdq_top1_agreement_vs_fp32": round(agreement, 4),
+            "qdq_top1_agreement_vs_fp32": round(kept.agreement, 4),
             "agreement_images": n_check,
-            "dequantize_linear_nodes": counts.get("DequantizeLinear", 0),
+            "dequantize_linear_nodes": kept.counts.get("DequantizeLinear", 0),
             "provider": providers[0],
             "tool": f"onnxruntime {ort.__version__} quantization",
+            "attempts": [
+                {
+                    "method": a.method,
+                    "qdq_top1_agreement_vs_fp32": round(a.agreement, 4),
+                    "calibrate_s": round(a.seconds, 2),
+                }
+                for a in attempts
+            ],
         },
     )
     log.info(
         "calibrated %d tensors on %d images (%s) in %.1f s -> %s",
-        len(tensors.data),
+        len(kept.tensors.data),
         n_images,
-        p.calibrate.method,
+        kept.method,
         calib_s,
         args.out,
     )

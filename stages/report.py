@@ -121,7 +121,8 @@ def _resumed(train: dict[str, Any]) -> str:
 
 
 def _calibration_check(cal: dict[str, Any]) -> str:
-    """The calibrate stage's own check, when it ran: Q/DQ vs FP32 agreement and float layers."""
+    """The calibrate stage's own check, when it ran: Q/DQ vs FP32 agreement, float layers and
+    the calibration methods tried before the kept one."""
     parts = []
     if cal.get("float_convs"):
         parts.append(f"{cal['float_convs']} convs kept in float ({', '.join(cal.get('float_nodes', []))})")
@@ -129,6 +130,11 @@ def _calibration_check(cal: dict[str, Any]) -> str:
         parts.append(
             f"Q/DQ top-1 agreement with FP32 {100 * cal['qdq_top1_agreement_vs_fp32']:.1f}% "
             f"on {cal.get('agreement_images')} calibration images (ONNX Runtime)"
+        )
+    dropped = [a for a in cal.get("attempts", []) if a.get("method") != cal.get("method")]
+    if dropped:  # calibrate.fallback_methods ran: what the other methods reached
+        parts.append(
+            "also tried: " + ", ".join(f"{a['method']} {100 * a['qdq_top1_agreement_vs_fp32']:.1f}%" for a in dropped)
         )
     return "; " + "; ".join(parts) if parts else ""
 

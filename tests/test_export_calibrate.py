@@ -20,7 +20,7 @@ from stages.lib import data
 from stages.lib.errors import OnnxModelError, ParityError
 from stages.lib.models import load_checkpoint
 from stages.lib.params import load_params
-from tests.conftest import run_stage
+from tests.conftest import TINY, run_stage, write_params
 
 M = "artifacts/resnet18_cifar"
 CALIBRATE_ARGS = [  # the calibrate stage's arguments in a project copy, as dvc.yaml gives them
@@ -263,6 +263,7 @@ def test_int8_model_has_qdq_nodes_and_passes_checker(prepared_tiny: Path, int8_m
     # the stage calibrates with the method params.yaml configures (conf/calibrate/default.yaml)
     method = load_params(prepared_tiny / "params.yaml").calibrate.method
     assert report["images"] == 128 and report["method"] == method
+    assert report["attempts"][0]["method"] == method
     assert report["from_split"] == "train"
     assert [i.name for i in int8_model.graph.input] == ["input"]
     assert [o.name for o in int8_model.graph.output] == ["logits"]
@@ -541,20 +542,172 @@ def test_qdq_agreement_is_top1_agreement_on_the_given_batches(
     assert got == pytest.approx(expected) and got < 0.5
 
 
-def test_calibrate_warns_when_the_qdq_model_disagrees_with_fp32(
-    prepared_tiny: Path, project: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+# -- calibrate: the fallback methods (agreement scripted; the stage run in a project copy) -------
+
+
+def _calibrate_project(prepared_tiny: Path, project: Path, monkeypatch: pytest.MonkeyPatch, *overrides: str) -> Path:
+    """``project`` with prepared_tiny's data and FP32 model, no calibrate outputs, tiny params
+    plus ``overrides``, as the working directory."""
     for name in ("data/prepared", M):
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(prepared_tiny / name, project / name)
-    monkeypatch.setattr(calibrate, "qdq_agreement", lambda *a: 0.3)
+    (project / M / "onnx/int8.onnx").unlink()
+    shutil.rmtree(project / M / "calibration")
+    write_params(project, [*TINY, *overrides])
     monkeypatch.chdir(project)
+    return project
+
+
+def _script_agreement(monkeypatch: pytest.MonkeyPatch, values: list[float]) -> list[Path]:
+    """Make qdq_agreement return ``values`` in turn; returns the Q/DQ paths it was asked about."""
+    checked: list[Path] = []
+    it = iter(values)
+
+    def fake(fp32_onnx: Path, qdq_onnx: Path, *_: object) -> float:
+        checked.append(Path(qdq_onnx))
+        assert Path(qdq_onnx).is_file()  # each attempt's model is there when it is checked
+        return next(it)
+
+    monkeypatch.setattr(calibrate, "qdq_agreement", fake)
+    return checked
+
+
+def _assert_outputs_of(project: Path, method: str) -> dict:
+    """args.out and args.ranges are ``method``'s, and no temporary file is left; the report."""
+    assert sorted(f.name for f in (project / M / "onnx").iterdir()) == ["fp16.onnx", "fp32.onnx", "int8.onnx"]
+    assert sorted(f.name for f in (project / M / "calibration").iterdir()) == ["ranges.json"]
+    ranges = json.loads((project / M / "calibration/ranges.json").read_text())
+    assert ranges["method"] == method
+    assert ranges["percentile"] == (99.99 if method == "percentile" else None)
+    # the Q/DQ model is the kept attempt's: its input scale comes from these ranges
+    model = onnx.load(str(project / M / "onnx/int8.onnx"))
+    _, _, inits = _graph_maps(model)
+    q_input = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+    assert float(inits[q_input.input[1]]) == pytest.approx(ranges["tensors"]["input"]["amax"] / 127, rel=1e-5)
+    report = json.loads((project / "reports/calibrate.json").read_text())
+    assert report["method"] == method
+    return report
+
+
+def test_calibrate_with_min_agreement_0_runs_only_the_first_method(
+    prepared_tiny: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _calibrate_project(prepared_tiny, project, monkeypatch, "calibrate.min_agreement=0")
+    checked = _script_agreement(monkeypatch, [0.0, 1.0, 1.0])
+    assert calibrate.main(["--params", "params.yaml", *CALIBRATE_ARGS]) == 0
+    assert len(checked) == 1
+    report = _assert_outputs_of(project, "minmax")
+    assert [a["method"] for a in report["attempts"]] == ["minmax"]
+    assert report["attempts"][0]["qdq_top1_agreement_vs_fp32"] == report["qdq_top1_agreement_vs_fp32"] == 0.0
+    assert report["calibrate_s"] == report["attempts"][0]["calibrate_s"]
+
+
+def test_calibrate_stops_at_the_first_method_that_agrees_enough(
+    prepared_tiny: Path, project: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _calibrate_project(prepared_tiny, project, monkeypatch)
+    checked = _script_agreement(monkeypatch, [0.5, 0.95, 1.0])
+    with caplog.at_level("INFO"):
+        assert calibrate.main(["--params", "params.yaml", *CALIBRATE_ARGS]) == 0
+    # each attempt wrote and checked its own temporary model next to int8.onnx
+    assert len(checked) == 2 and checked[0] != checked[1]
+    assert all(c.parent == project / M / "onnx" and c.name != "int8.onnx" for c in checked)
+    report = _assert_outputs_of(project, "percentile")
+    attempts = report["attempts"]
+    assert [set(a) for a in attempts] == [{"method", "qdq_top1_agreement_vs_fp32", "calibrate_s"}] * 2
+    assert [(a["method"], a["qdq_top1_agreement_vs_fp32"]) for a in attempts] == [("minmax", 0.5), ("percentile", 0.95)]
+    assert all(a["calibrate_s"] >= 0 for a in attempts)
+    assert report["qdq_top1_agreement_vs_fp32"] == 0.95
+    assert report["calibrate_s"] == pytest.approx(sum(a["calibrate_s"] for a in report["attempts"]), abs=0.011)
+    assert report["quantize_linear_nodes"] == report["dequantize_linear_nodes"] > 20
+    # percentile clipped the input range that minmax took in full
+    minmax = json.loads((prepared_tiny / M / "calibration/ranges.json").read_text())
+    kept = json.loads((project / M / "calibration/ranges.json").read_text())
+    assert kept["tensors"]["input"]["amax"] < minmax["tensors"]["input"]["amax"]
+    infos = [r.getMessage() for r in caplog.records if r.name == "stages.calibrate" and r.levelname == "INFO"]
+    assert "calibration minmax: agreement 50.0% with FP32 on 128 images, below 90%, trying percentile" in infos
+    assert "calibration percentile: agreement 95.0% with FP32 on 128 images, at least 90%: kept" in infos
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and r.name == "stages.calibrate"]
+
+
+def test_calibrate_tries_every_method_and_keeps_the_best(
+    prepared_tiny: Path, project: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _calibrate_project(prepared_tiny, project, monkeypatch)
+    _script_agreement(monkeypatch, [0.6, 0.4, 0.5])
+    with caplog.at_level("INFO"):
+        assert calibrate.main(["--params", "params.yaml", *CALIBRATE_ARGS]) == 0
+    report = _assert_outputs_of(project, "minmax")
+    assert [(a["method"], a["qdq_top1_agreement_vs_fp32"]) for a in report["attempts"]] == [
+        ("minmax", 0.6),
+        ("percentile", 0.4),
+        ("entropy", 0.5),
+    ]
+    assert report["qdq_top1_agreement_vs_fp32"] == 0.6
+    infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert "calibration entropy: agreement 50.0% with FP32 on 128 images, below 90%, no fallback left" in infos
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    best_of = "only 60.0% of 128 calibration images (calibrate.min_agreement 90%) with minmax calibration, the best of"
+    assert any(f"{best_of} minmax, percentile, entropy" in w for w in warned), warned
+
+
+def test_calibrate_keeps_the_first_of_equal_attempts(
+    prepared_tiny: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # percentile first, so the kept model (percentile's clipped input range) differs from the last one's
+    _calibrate_project(
+        prepared_tiny, project, monkeypatch, "calibrate.method=percentile", "calibrate.fallback_methods=[minmax]"
+    )
+    _script_agreement(monkeypatch, [0.7, 0.7])
+    assert calibrate.main(["--params", "params.yaml", *CALIBRATE_ARGS]) == 0
+    report = _assert_outputs_of(project, "percentile")
+    assert [a["method"] for a in report["attempts"]] == ["percentile", "minmax"]
+
+
+def test_a_fallback_equal_to_the_method_is_not_tried_twice(
+    prepared_tiny: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `-S calibrate.method=percentile` with the default fallbacks [percentile, entropy]
+    _calibrate_project(prepared_tiny, project, monkeypatch, "calibrate.method=percentile")
+    _script_agreement(monkeypatch, [0.5, 0.3, 0.9])
+    assert calibrate.main(["--params", "params.yaml", *CALIBRATE_ARGS]) == 0
+    report = _assert_outputs_of(project, "percentile")
+    assert [a["method"] for a in report["attempts"]] == ["percentile", "entropy"]
+
+
+def test_calibrate_failure_in_a_fallback_leaves_no_output_and_no_temporary_file(
+    prepared_tiny: Path, project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _calibrate_project(prepared_tiny, project, monkeypatch)
+    calls = []
+
+    def fake(*args: object) -> float:
+        calls.append(args)
+        if len(calls) == 2:
+            raise OnnxModelError("the percentile Q/DQ model does not run")
+        return 0.5
+
+    monkeypatch.setattr(calibrate, "qdq_agreement", fake)
+    assert calibrate.main(["--params", "params.yaml", *CALIBRATE_ARGS]) == 1
+    assert "the percentile Q/DQ model does not run" in capsys.readouterr().err
+    assert sorted(f.name for f in (project / M / "onnx").iterdir()) == ["fp16.onnx", "fp32.onnx"]
+    assert not (project / M / "calibration").exists() or not list((project / M / "calibration").iterdir())
+    assert not (project / "reports/calibrate.json").exists()
+
+
+def test_calibrate_warns_when_the_qdq_model_disagrees_with_fp32(
+    prepared_tiny: Path, project: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _calibrate_project(prepared_tiny, project, monkeypatch, "calibrate.fallback_methods=[]")
+    monkeypatch.setattr(calibrate, "qdq_agreement", lambda *a: 0.3)
     with caplog.at_level("WARNING"):
         assert calibrate.main(["--params", "params.yaml", *CALIBRATE_ARGS]) == 0
     report = json.loads((project / "reports/calibrate.json").read_text())
     assert report["qdq_top1_agreement_vs_fp32"] == 0.3
+    assert [a["method"] for a in report["attempts"]] == ["minmax"]
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("agrees with FP32 on only 30.0% of 128 calibration images" in w for w in warned), warned
+    assert any("with minmax calibration, and no calibrate.fallback_methods" in w for w in warned), warned
     assert any("calibrate.float_nodes" in w for w in warned)
 
 

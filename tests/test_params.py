@@ -140,9 +140,10 @@ def test_resnet50_has_its_own_image_size_and_schedule() -> None:
     default = compose([])
     changed = {k.split(".")[0] for k, v in own if _get(default, k) != v}
     assert {"model", "train", "calibrate"} <= changed
-    # it builds and benchmarks with the default profiles and batch sizes (as run on the H100)
-    assert raw["build"]["profiles"] == default["build"]["profiles"]
-    assert raw["bench"]["batch_sizes"] == default["bench"]["batch_sizes"]
+    # its own profile and batch sizes up to MLPerf's offline batch (as run on the H100)
+    assert raw["build"]["profiles"][-1] == {"min": 2, "opt": 1024, "max": 2048}
+    assert raw["build"]["profiles"] != default["build"]["profiles"]
+    assert max(raw["bench"]["batch_sizes"]) == 2048 and 1 in raw["bench"]["batch_sizes"]
 
 
 @pytest.mark.parametrize(("profile", "device"), [("cpu", "cpu"), ("gpu", "cuda")])
@@ -317,6 +318,10 @@ def test_int_is_accepted_for_a_float() -> None:
             "calibrate.method: unknown value 'mse'; valid: entropy, minmax, percentile",
         ),
         (
+            lambda r: r["calibrate"].__setitem__("fallback_methods", ["percentile", "foo"]),
+            "calibrate.fallback_methods[1]: unknown value 'foo'; valid: entropy, minmax, percentile",
+        ),
+        (
             lambda r: r["data"].__setitem__("source", "s3"),
             "data.source: unknown value 's3'; valid: auto, pickle, folder, synthetic",
         ),
@@ -421,6 +426,42 @@ def test_calibration_images_must_fit_the_calibration_subset() -> None:
 )
 def test_out_of_range_values(section: str, key: str, value: Any, expected: str) -> None:
     assert _problems_with(section, key, value) == [expected]
+
+
+def test_fallback_methods_default_and_empty() -> None:
+    p = params_from_dict(_base())
+    assert (p.calibrate.method, p.calibrate.fallback_methods) == ("minmax", ["percentile", "entropy"])
+    raw = _base()
+    raw["calibrate"]["fallback_methods"] = []
+    assert params_from_dict(raw).calibrate.fallback_methods == []
+
+
+def test_a_fallback_equal_to_the_method_is_allowed() -> None:
+    """`-S calibrate.method=percentile` with the default fallbacks [percentile, entropy]."""
+    p = params_from_dict(compose(["calibrate.method=percentile"]))
+    assert (p.calibrate.method, p.calibrate.fallback_methods) == ("percentile", ["percentile", "entropy"])
+
+
+@pytest.mark.parametrize(
+    ("method", "fallbacks", "expected"),
+    [
+        ("minmax", ["entropy", "entropy"], ["calibrate.fallback_methods: duplicates in ['entropy', 'entropy']"]),
+        (
+            "minmax",
+            ["mse", "entropy", "entropy"],
+            [
+                "calibrate.fallback_methods[0]: unknown value 'mse'; valid: entropy, minmax, percentile",
+                "calibrate.fallback_methods: duplicates in ['mse', 'entropy', 'entropy']",
+            ],
+        ),
+        ("minmax", "percentile", ["calibrate.fallback_methods: expected a list, got 'percentile'"]),
+        ("minmax", ["entropy", 3], ["calibrate.fallback_methods[1]: expected a string, got 3"]),
+    ],
+)
+def test_bad_fallback_methods(method: str, fallbacks: Any, expected: list[str]) -> None:
+    raw = _base()
+    raw["calibrate"].update(method=method, fallback_methods=fallbacks)
+    assert _problems(raw)[0].problems == expected
 
 
 def test_structural_problems_are_all_reported_at_once() -> None:

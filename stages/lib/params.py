@@ -87,7 +87,8 @@ class CalibrateParams:
     per_channel: bool
     quantize_residual_add: bool
     float_nodes: list[str]  # regexes on Conv node names kept out of INT8
-    min_agreement: float  # warn when the Q/DQ model's top-1 agrees less with FP32
+    min_agreement: float  # below it: try fallback_methods, then warn
+    fallback_methods: list[str]  # tried in order while agreement stays below min_agreement
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ def validate(p: Params) -> list[str]:
             re.compile(rx)
         except re.error as exc:
             problems.append(f"calibrate.float_nodes[{i}]: not a regular expression ({exc}): {rx!r}")
+    problems.extend(_fallback_problems(p.calibrate))
     if not 0.0 <= p.calibrate.min_agreement <= 1.0:
         problems.append(f"calibrate.min_agreement: must be in [0, 1], got {p.calibrate.min_agreement}")
     if not 0.0 < p.calibrate.percentile <= 100.0:
@@ -264,6 +266,19 @@ def validate(p: Params) -> list[str]:
             problems.append(
                 f"build.profiles[{i}]: need 1 <= min <= opt <= max, got min={prof.min} opt={prof.opt} max={prof.max}"
             )
+    return problems
+
+
+def _fallback_problems(c: CalibrateParams) -> list[str]:
+    """calibrate.fallback_methods: known methods, no duplicates. One equal to calibrate.method
+    is allowed and skipped, so `-S calibrate.method=percentile` works with the defaults."""
+    problems: list[str] = []
+    for i, method in enumerate(c.fallback_methods):
+        where = f"calibrate.fallback_methods[{i}]"
+        if method not in CALIBRATION_METHODS:
+            problems.append(f"{where}: unknown value {method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
+    if len(set(c.fallback_methods)) != len(c.fallback_methods):
+        problems.append(f"calibrate.fallback_methods: duplicates in {c.fallback_methods}")
     return problems
 
 
