@@ -98,3 +98,29 @@ def test_ab_composes_the_workspace_overrides_plus_its_own(tmp_path: Path) -> Non
     assert "nonexistent" not in ran.stdout + ran.stderr  # the benchmark never started
     bad = _session(tmp_path, "ab", "r50", "int8", "opt5")
     assert bad.returncode == 2 and "usage: session.sh ab WS PREC NAME OVERRIDE" in bad.stderr
+
+
+def test_collect_brings_back_reports_engine_json_and_the_range_cache(tmp_path: Path) -> None:
+    import tarfile
+
+    ws = tmp_path / "ws" / "r50"
+    for rel, text in {
+        "reports/resnet50/summary.md": "# r50",
+        "params.yaml": "seed: 0\n",
+        "artifacts/resnet50/engines/int8/build.json": "{}",
+        "artifacts/resnet50/engines/int8/model.engine": "binary",
+        "artifacts/resnet50/calibration/ranges.json": '{"method": "minmax"}',
+    }.items():
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).write_text(text)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "repro-r50.log").write_text("log")
+    done = _session(tmp_path, "collect")
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(tmp_path / "out" / "results.tgz") as tar:
+        names = {n.removeprefix("./") for n in tar.getnames()}
+    for rel in ("reports/resnet50/summary.md", "params.yaml", "artifacts/resnet50/engines/int8/build.json"):
+        assert f"r50/{rel}" in names
+    assert "r50/artifacts/resnet50/calibration/ranges.json" in names
+    assert "r50/artifacts/resnet50/engines/int8/model.engine" not in names  # no engines come back
+    assert "out/repro-r50.log" in names

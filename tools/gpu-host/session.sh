@@ -107,7 +107,8 @@ case "$step" in
     rm -rf /tmp/collect && mkdir -p /tmp/collect
     for ws in "$WS"/*/; do m=$(basename "$ws"); mkdir -p "/tmp/collect/$m"
       (cd "$ws" && cp -r reports dvc.lock params.yaml "/tmp/collect/$m/" 2>/dev/null
-       for d in artifacts/*/engines/*/; do mkdir -p "/tmp/collect/$m/$d" && cp "$d"/*.json "/tmp/collect/$m/$d" 2>/dev/null; done)
+       # engines' build/inspector/layer JSON, and the INT8 range cache (to diagnose a calibration)
+       for d in artifacts/*/engines/*/ artifacts/*/calibration/; do mkdir -p "/tmp/collect/$m/$d" && cp "$d"/*.json "/tmp/collect/$m/$d" 2>/dev/null; done)
     done
     # The call's logs go in too (only 8 files come back from $OUT).
     mkdir -p /tmp/collect/out && find "$OUT" -maxdepth 1 -type f ! -name results.tgz -exec cp {} /tmp/collect/out/ \;
