@@ -79,36 +79,47 @@ def bench_runner(runner: Runner, backend: str, p: Params) -> list[dict[str, Any]
                 if r["batch_size"] == b
             ),
         )
-    pipe = runner.pipelined_op(max(sizes), p.bench.streams) if gpu else None
-    if pipe is not None:
-        b = max(sizes)
-        # Filling and draining the buffer sets costs about one step: PIPELINE_MIN_STEPS keeps
-        # that under a few %, and the budget is PIPELINE_BUDGET x bench.max_seconds (500
-        # steps at ResNet-50 b2048 took 64 s on the H100).
-        try:
-            span, iters = span_budgeted(
-                pipe,
-                p.bench.warmup,
-                max(PIPELINE_MIN_STEPS, p.bench.iterations),
-                PIPELINE_BUDGET * p.bench.max_seconds,
-                min_steps=PIPELINE_MIN_STEPS,
-            )
-        finally:
-            pipe.close()
-        rows.append(
-            {
-                "batch_size": b,
-                "mode": "pipelined",
-                "cuda_graph": False,
-                "throughput_ips": round(b * iters / (span / 1000.0), 1),
-                "iterations": iters,
-                "clock": "host perf_counter over the whole run, synchronised at the end",
-                "timed": pipe.timed,
-            }
-        )
     if gpu:
+        rows += pipelined_rows(runner, max(sizes), p)
         rows += concurrent_rows(runner, max(sizes), p)
     return rows
+
+
+def _span_row(
+    op: TimedOp, mode: str, batch: int, batches_per_step: int, span_ms: float, steps: int, **extra: Any
+) -> dict[str, Any]:
+    """A row timed by :func:`span_budgeted`: throughput only (no per-iteration latency)."""
+    return {
+        "batch_size": batch,
+        "mode": mode,
+        **extra,
+        "cuda_graph": op.cuda_graph,
+        "throughput_ips": round(batch * batches_per_step * steps / (span_ms / 1000.0), 1),
+        "iterations": steps,
+        "clock": "host perf_counter over the whole run, synchronised at the end",
+        "timed": op.timed,
+    }
+
+
+def pipelined_rows(runner: Runner, batch: int, p: Params) -> list[dict[str, Any]]:
+    """The ``pipelined`` row: end to end with copies overlapped with compute."""
+    op = runner.pipelined_op(batch, p.bench.streams)
+    if op is None:
+        return []
+    # Filling and draining the buffer sets costs about one step: PIPELINE_MIN_STEPS keeps
+    # that under a few %, and the budget is PIPELINE_BUDGET x bench.max_seconds (500
+    # steps at ResNet-50 b2048 took 64 s on the H100).
+    try:
+        span, steps = span_budgeted(
+            op,
+            p.bench.warmup,
+            max(PIPELINE_MIN_STEPS, p.bench.iterations),
+            PIPELINE_BUDGET * p.bench.max_seconds,
+            min_steps=PIPELINE_MIN_STEPS,
+        )
+    finally:
+        op.close()
+    return [_span_row(op, "pipelined", batch, 1, span, steps)]
 
 
 def concurrent_rows(runner: Runner, batch: int, p: Params) -> list[dict[str, Any]]:
@@ -124,21 +135,9 @@ def concurrent_rows(runner: Runner, batch: int, p: Params) -> list[dict[str, Any
         span, steps = span_budgeted(op, p.bench.warmup, p.bench.iterations, p.bench.max_seconds)
     finally:
         op.close()
-    images = batch * p.bench.contexts * steps
-    ips = images / (span / 1000.0)
-    log.info("%s concurrent x%d batch %d: %.0f img/s", runner.backend, p.bench.contexts, batch, ips)
-    return [
-        {
-            "batch_size": batch,
-            "mode": "concurrent",
-            "contexts": p.bench.contexts,
-            "cuda_graph": op.cuda_graph,
-            "throughput_ips": round(ips, 1),
-            "iterations": steps,
-            "clock": "host perf_counter over the whole run, synchronised at the end",
-            "timed": op.timed,
-        }
-    ]
+    row = _span_row(op, "concurrent", batch, p.bench.contexts, span, steps, contexts=p.bench.contexts)
+    log.info("%s concurrent x%d batch %d: %.0f img/s", runner.backend, p.bench.contexts, batch, row["throughput_ips"])
+    return [row]
 
 
 def child(args: argparse.Namespace) -> None:

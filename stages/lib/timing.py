@@ -41,16 +41,27 @@ class Timing:
     clock: str
 
 
+MIN_STEPS = 10  # timed iterations, however long each takes
+
+
+def _budget(op: TimedOp, warmup: int, iterations: int, max_seconds: float, min_steps: int) -> tuple[int, int]:
+    """(warm-up steps, timed steps) for ``op``, judged from three synchronised probe steps
+    (the first calls: lazy init, autotuning, graph upload): at most ``iterations`` timed
+    steps, fewer when they would take longer than ``max_seconds``, never fewer than
+    ``min_steps``; warm-up capped at a third of the budget."""
+    probe = _host_times(op, 3)
+    est_ms = max(float(np.median(probe[1:])), 1e-3)
+    budget_ms = max_seconds * 1000.0
+    return int(min(warmup, max(1, budget_ms / 3 / est_ms))), int(min(iterations, max(min_steps, budget_ms / est_ms)))
+
+
 def measure(op: TimedOp, warmup: int, iterations: int, max_seconds: float) -> Timing:
     """Warm up, then time up to ``iterations`` iterations, fewer if they would take longer
     than ``max_seconds``; warm-up is capped at a third of that budget for slow cases."""
-    probe = _host_times(op, 3)  # first calls: lazy init, autotuning, graph upload
-    est_ms = max(float(np.median(probe[1:])), 1e-3)
-    budget_ms = max_seconds * 1000.0
-    for _ in range(int(min(warmup, max(1, budget_ms / 3 / est_ms)))):
+    warm, n = _budget(op, warmup, iterations, max_seconds, MIN_STEPS)
+    for _ in range(warm):
         op.step()
     op.sync()
-    n = int(min(iterations, max(10, budget_ms / est_ms)))
     if op.stream is None:
         samples = _host_times(op, n)
         return Timing(samples, float(samples.sum()), "host perf_counter, synchronised each iteration")
@@ -104,16 +115,12 @@ def measure_span(op: TimedOp, warmup: int, iterations: int) -> float:
 
 
 def span_budgeted(
-    op: TimedOp, warmup: int, iterations: int, max_seconds: float, min_steps: int = 10
+    op: TimedOp, warmup: int, iterations: int, max_seconds: float, min_steps: int = MIN_STEPS
 ) -> tuple[float, int]:
-    """(wall ms, steps) of :func:`measure_span` with the step count bounded like
-    :func:`measure`: at most ``iterations``, fewer when they would exceed ``max_seconds``
-    (judged from synchronised probe steps), never fewer than ``min_steps``."""
-    probe = _host_times(op, 3)
-    est_ms = max(float(np.median(probe[1:])), 1e-3)
-    budget_ms = max_seconds * 1000.0
-    n = int(min(iterations, max(min_steps, budget_ms / est_ms)))
-    return measure_span(op, int(min(warmup, max(1, budget_ms / 3 / est_ms))), n), n
+    """(wall ms, steps) of :func:`measure_span`, with warm-up and steps bounded as in
+    :func:`measure` (see :func:`_budget`)."""
+    warm, n = _budget(op, warmup, iterations, max_seconds, min_steps)
+    return measure_span(op, warm, n), n
 
 
 def summarize(t: Timing, batch_size: int) -> dict[str, float | int | str]:

@@ -24,6 +24,11 @@ host_env() {
   mkdir -p /tmp/bin && ln -sf "$HOST_PYTHON" /tmp/bin/python && export PATH=/tmp/bin:$PATH
 }
 
+compose_params() {  # in a workspace: $1 the params file to write, composed as DVC does from
+  # conf/ with the workspace's `overrides` file, then any further Hydra overrides
+  "$HOST_PYTHON" -c "import os, sys; from dvc.utils.hydra import compose_and_dump as c; c(sys.argv[1], os.path.abspath('conf'), None, 'config', '', open('overrides').read().split() + sys.argv[2:])" "$@"
+}
+
 workspace() {  # $1: a model config name, or a variant's name; prints the workspace path
   local ws=$WS/$1
   [ -f "$ws/overrides" ] || { mkdir -p "$ws" && echo "model=$1" > "$ws/overrides"; }
@@ -32,7 +37,7 @@ workspace() {  # $1: a model config name, or a variant's name; prints the worksp
   cp -r conf stages dvc.yaml .dvcignore "$ws"/ && cp -r data/raw "$ws/data/"
   mkdir -p "$ws/.dvc" && cp .dvc/config "$ws/.dvc/config"
   (cd "$ws" && "$DVC" config --local core.no_scm true >/dev/null \
-     && "$HOST_PYTHON" -c "import os; from dvc.utils.hydra import compose_and_dump as c; c('params.yaml', os.path.abspath('conf'), None, 'config', '', open('overrides').read().split())" \
+     && compose_params params.yaml \
      && rm -f .dvc/tmp/rwlock .dvc/tmp/lock)
   echo "$ws"
 }
@@ -90,7 +95,7 @@ case "$step" in
     per_backend=(--params "$d/params.yaml" --precision "$prec" --checkpoint "artifacts/$m/checkpoint.pt"
                  --onnx "artifacts/$m/onnx/$prec.onnx" --engine-dir "$d" --backend tensorrt)
     (cd "$ws" && rm -rf "$d" && mkdir -p "$d" && { cp "artifacts/$m/engines/$prec/timing.cache" "$d/" || true; } \
-      && "$HOST_PYTHON" -c "import os, sys; from dvc.utils.hydra import compose_and_dump as c; c(sys.argv[1], os.path.abspath('conf'), None, 'config', '', open('overrides').read().split() + sys.argv[2:])" "$d/params.yaml" "$@" \
+      && compose_params "$d/params.yaml" "$@" \
       && timeout "$(left)" python -m stages.build --params "$d/params.yaml" --precision "$prec" \
          --onnx "artifacts/$m/onnx/$prec.onnx" --fingerprint artifacts/fingerprint.json --out-dir "$d" \
          --report "$OUT/ab-$name-build-$prec.json" \

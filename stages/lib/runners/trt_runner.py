@@ -151,14 +151,20 @@ class TrtRunner(Runner):
         return self.slots[k]
 
     def _bind(self, slot: _Slot, batch: int, d_in: int, d_out: int) -> None:
-        ctx = slot.context
+        self._bind_context(slot.context, slot.profile, batch, d_in, d_out)
+
+    def _bind_context(self, ctx: Any, profile: int, batch: int, d_in: int, d_out: int) -> None:
+        """Input shape and I/O addresses on any execution context of this engine's plan."""
         if not ctx.set_input_shape(self.input_name, (batch, *self.input_shape())):
-            raise EngineError(f"cannot set input shape batch={batch} on profile {slot.profile}")
+            raise EngineError(f"cannot set input shape batch={batch} on profile {profile}")
         ctx.set_tensor_address(self.input_name, d_in)
         ctx.set_tensor_address(self.output_name, d_out)
 
     def _enqueue(self, slot: _Slot, stream: cuda.Stream) -> None:
-        if not slot.context.execute_async_v3(stream.ptr):
+        self._execute(slot.context, stream)
+
+    def _execute(self, ctx: Any, stream: cuda.Stream) -> None:
+        if not ctx.execute_async_v3(stream.ptr):
             raise EngineError(f"execute_async_v3 failed for {self.engine_path}")
 
     # -- inference -------------------------------------------------------------------------
@@ -413,18 +419,15 @@ class _Concurrent:
                 d_out = cuda.DeviceBuffer(_nbytes((batch, runner.num_classes), runner.out_dtype))
                 self.copies.append((engine, ctx, stream, d_in, d_out))
                 ctx.set_optimization_profile_async(self.k, stream.ptr)
-                if not ctx.set_input_shape(runner.input_name, (batch, *runner.input_shape())):
-                    raise EngineError(f"cannot set input shape batch={batch} on profile {self.k}")
-                ctx.set_tensor_address(runner.input_name, d_in.ptr)
-                ctx.set_tensor_address(runner.output_name, d_out.ptr)
+                runner._bind_context(ctx, self.k, batch, d_in.ptr, d_out.ptr)
                 cuda.copy_htod_async(d_in.ptr, h_in.ptr, h_in.nbytes, stream)
-                self._enqueue(ctx, stream)  # once before capture: lazy setup
+                runner._execute(ctx, stream)  # once before capture: lazy setup
                 stream.synchronize()
             self.graphed = False
             if cuda_graph:
                 try:
                     for _, ctx, stream, _, _ in self.copies:
-                        self.graphs.append(cuda.Graph(stream, lambda c=ctx, s=stream: self._enqueue(c, s)))
+                        self.graphs.append(cuda.Graph(stream, lambda c=ctx, s=stream: runner._execute(c, s)))
                     self.graphed = True
                 except EngineError as exc:
                     log.warning("CUDA graph capture failed (%s); concurrent run without graphs", exc)
@@ -435,17 +438,13 @@ class _Concurrent:
         finally:
             h_in.close()
 
-    def _enqueue(self, ctx: Any, stream: cuda.Stream) -> None:
-        if not ctx.execute_async_v3(stream.ptr):
-            raise EngineError(f"execute_async_v3 failed for {self.r.engine_path}")
-
     def step(self) -> None:
         if self.graphed:
             for g, (_, _, stream, _, _) in zip(self.graphs, self.copies, strict=True):
                 g.launch(stream)
         else:
             for _, ctx, stream, _, _ in self.copies:
-                self._enqueue(ctx, stream)
+                self.r._execute(ctx, stream)
 
     def sync(self) -> None:
         for _, _, stream, _, _ in self.copies:
