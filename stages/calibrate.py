@@ -4,7 +4,8 @@ Ranges come from ONNX Runtime's calibrators (entropy, minmax or percentile) over
 calibration subset of the *training* split. Q/DQ nodes follow TensorRT's placement advice:
 symmetric INT8, per-channel weights, float bias, Q/DQ on the inputs of Conv and on every
 residual block's skip input (the pattern TensorRT fuses into conv + add + ReLU), or, with
-``quantize_residual_add``, on all Add inputs and outputs (ORT's own placement). Convs named
+``quantize_residual_add``, on all Add inputs and outputs (ORT's own placement); with
+``quantize_pools``, also around the average pool (an INT8 pool after the last conv). Convs named
 by ``float_nodes`` stay in float. The stage then checks the Q/DQ model against FP32 on the
 calibration images (top-1 agreement), so a collapse shows before any engine is built.
 
@@ -35,7 +36,7 @@ from .lib import data, metrics
 from .lib.cli import run_main
 from .lib.errors import OnnxModelError
 from .lib.io import atomic_path, write_json
-from .lib.onnxgraph import insert_qdq, topological_sort
+from .lib.onnxgraph import quantize_pools, quantize_skip_inputs
 from .lib.params import CalibrateParams, Params, load_params
 from .lib.progress import progress
 from .lib.runners.ort_runner import available_device, reference_runner
@@ -159,18 +160,29 @@ def quantize(onnx_path: Path, tensors: Any, c: CalibrateParams, dest: Path) -> d
         model, c.per_channel, False, QuantType.QInt8, QuantType.QInt8, tensors, None, excluded, op_types, extra
     )
     quantizer.quantize_model()
-    skip = 0 if c.quantize_residual_add else quantize_skip_inputs(quantizer.model.model, tensors, set(excluded))
+    graph, amax = quantizer.model.model.graph, amax_by_tensor(tensors)
+    skip = [] if c.quantize_residual_add else quantize_skip_inputs(graph, amax, set(excluded))
+    pools = quantize_pools(graph, amax) if c.quantize_pools else []
     with atomic_path(dest) as tmp:
         quantizer.model.save_model_to_file(str(tmp), False)
         try:
             onnx.checker.check_model(str(tmp))
         except onnx.checker.ValidationError as exc:
             raise OnnxModelError(f"{dest}: the Q/DQ model fails onnx.checker ({exc})") from exc
-    counts: dict[str, int] = {"skip_qdq_pairs": skip, "float_convs": len(excluded)}
+    counts: dict[str, int] = {"skip_qdq_pairs": len(skip), "pool_qdq": len(pools), "float_convs": len(excluded)}
     for node in onnx.load(str(dest)).graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
+
+
+def amax_by_tensor(tensors: Any) -> dict[str, float]:
+    """The calibrated symmetric range (max |value|) of each tensor ORT's calibrator saw."""
+    out = {}
+    for name, td in tensors.data.items():
+        lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in td.range_value)
+        out[name] = max(abs(lo), abs(hi))
+    return out
 
 
 def float_node_names(model: Any, patterns: list[str]) -> list[str]:
@@ -185,38 +197,6 @@ def qdq_agreement(fp32_onnx: Path, qdq_onnx: Path, batches: list[np.ndarray], p:
         with reference_runner(p, precision, path, device) as runner:
             logits.append(np.concatenate([runner.infer(b) for b in batches]))
     return metrics.agreement(logits[0], logits[1])["top1_agreement"]
-
-
-def quantize_skip_inputs(model: Any, tensors: Any, float_nodes: set[str] | None = None) -> int:
-    """Q/DQ on the skip input of residual Adds that ORT left in float.
-
-    TensorRT fuses conv + add (+ ReLU) in INT8 when the add's other input is quantized. In
-    identity blocks the skip tensor also feeds a Conv, so it already has Q/DQ; in downsample
-    blocks the skip is the output of the 1x1 downsample Conv, which feeds only the Add. That
-    Conv is recognised by its input being shared with the block's first Conv.
-    """
-    graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers[i] = consumers.get(i, 0) + 1
-    added = 0
-    for add in [n for n in graph.node if n.op_type == "Add"]:
-        for tensor in list(add.input):
-            conv = producer.get(tensor)
-            if conv is None or conv.op_type != "Conv" or consumers.get(conv.input[0], 0) < 2:
-                continue
-            if float_nodes and conv.name in float_nodes:  # its block stays in float: so does the skip
-                continue
-            if tensor not in tensors.data:
-                log.warning("no calibrated range for %s: its skip connection stays in float", tensor)
-                continue
-            lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in tensors.data[tensor].range_value)
-            insert_qdq(graph, tensor, max(abs(lo), abs(hi)), add)
-            added += 1
-    topological_sort(graph)
-    return added
 
 
 @dataclass(frozen=True)
@@ -340,6 +320,8 @@ def run(args: argparse.Namespace) -> None:
             "calibrate_s": round(calib_s, 2),
             "quantize_linear_nodes": kept.counts.get("QuantizeLinear", 0),
             "skip_qdq_pairs_added": kept.counts["skip_qdq_pairs"],
+            "quantize_pools": p.calibrate.quantize_pools,
+            "pool_qdq_added": kept.counts["pool_qdq"],
             "float_convs": kept.counts["float_convs"],
             "float_nodes": p.calibrate.float_nodes,
             "qdq_top1_agreement_vs_fp32": round(kept.agreement, 4),

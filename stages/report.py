@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import plot
+from .lib import targets
 from .lib.cli import run_main
 from .lib.io import read_json, write_json, write_text
 from .lib.params import Params, load_params
@@ -271,6 +272,10 @@ def _layer_tables(c: Collected) -> list[str]:
     return out
 
 
+def _target_rows(c: Collected) -> list[targets.TargetRow]:
+    return targets.check(c.p.targets, c.benches, c.records, c.evals)
+
+
 def flat_metrics(c: Collected) -> dict[str, Any]:
     """Headline numbers, snake_case with units, for `dvc metrics` / `dvc exp show`."""
     m: dict[str, Any] = {
@@ -294,6 +299,7 @@ def flat_metrics(c: Collected) -> dict[str, Any]:
                 ):
                     if rec.get(k) is not None:
                         m[f"{backend}_{prec}_{k}"] = rec[k]
+    m.update(targets.metrics(_target_rows(c)))
     return m
 
 
@@ -325,6 +331,7 @@ def summary_markdown(c: Collected, plots_dir: Path) -> str:
         f"{'yes' if ch['passed'] else '**NO**'} | {ch['detail']} |"
         for ch in checks
     ]
+    lines += targets.section(p.targets, p.profile, _target_rows(c), c.fingerprint.get("gpu"))
     lines += ["", "## Speed: headline", ""] + _headline_table(c)
     lines += ["", "What each number measured:", ""] + _timed_notes(c)
     lines += [

@@ -523,6 +523,61 @@ def test_float_nodes_keep_the_matching_convs_and_their_skips_out_of_int8(
     assert agreement > 0.9
 
 
+def test_quantize_pools_puts_qdq_around_the_average_pool(
+    tiny, centroid_model, ranges_by_method, tmp_path: Path
+) -> None:
+    _, p, _, x = tiny
+    tensors = ranges_by_method["minmax"]
+    c = dataclasses.replace(p.calibrate, method="minmax", quantize_pools=True)
+    counts = calibrate.quantize(centroid_model, tensors, c, tmp_path / "int8.onnx")
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    producer, consumers, inits = _graph_maps(model)
+    pools = [n for n in model.graph.node if n.op_type == "GlobalAveragePool"]
+    assert counts["pool_qdq"] == len(pools) == 1
+    pool = pools[0]
+    # DQ -> pool -> Q -> DQ -> its reader: the pattern TensorRT fuses into an INT8 pool
+    dq_in = producer[pool.input[0]]
+    assert dq_in.op_type == "DequantizeLinear" and producer[dq_in.input[0]].op_type == "QuantizeLinear"
+    (q_out,) = consumers[pool.output[0]]
+    assert q_out.op_type == "QuantizeLinear"
+    (dq_out,) = consumers[q_out.output[0]]
+    assert dq_out.op_type == "DequantizeLinear"
+    assert all(n.op_type not in ("QuantizeLinear", "DequantizeLinear") for n in consumers[dq_out.output[0]])
+    # scales are the calibrated ranges of the pool's input and output, over 127
+    amax = calibrate.amax_by_tensor(tensors)
+    assert float(inits[dq_in.input[1]]) == pytest.approx(amax[producer[dq_in.input[0]].input[0]] / 127)
+    assert float(inits[q_out.input[1]]) == pytest.approx(amax[pool.output[0]] / 127)
+    # two pairs more than without, and the model still agrees with FP32
+    off = calibrate.quantize(centroid_model, tensors, dataclasses.replace(c, quantize_pools=False), tmp_path / "o.onnx")
+    assert off["pool_qdq"] == 0 and counts["QuantizeLinear"] == off["QuantizeLinear"] + 2
+    onnx.checker.check_model(str(tmp_path / "int8.onnx"))
+    agreement = (_run(tmp_path / "int8.onnx", x).argmax(1) == _run(centroid_model, x).argmax(1)).mean()
+    assert agreement > 0.9
+
+
+def test_quantize_pools_leaves_a_pool_without_a_range_in_float() -> None:
+    from onnx import helper as h
+
+    from stages.lib.onnxgraph import quantize_pools
+
+    nodes = [
+        h.make_node("GlobalAveragePool", ["x"], ["p"], name="pool"),
+        h.make_node("Flatten", ["p"], ["y"], name="flat"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+    )
+    assert quantize_pools(graph, {"x": 1.0}) == []  # no range for the pool's output
+    assert [n.op_type for n in graph.node] == ["GlobalAveragePool", "Flatten"]
+    assert quantize_pools(graph, {"x": 1.0, "p": 0.5}) == ["pool"]
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") == 2
+    assert ops.index("GlobalAveragePool") < ops.index("Flatten")  # still in topological order
+
+
 def test_qdq_agreement_is_top1_agreement_on_the_given_batches(
     tiny, centroid_model, calib_batches, tmp_path: Path
 ) -> None:

@@ -100,6 +100,35 @@ def test_ab_composes_the_workspace_overrides_plus_its_own(tmp_path: Path) -> Non
     assert bad.returncode == 2 and "usage: session.sh ab WS PREC NAME OVERRIDE" in bad.stderr
 
 
+def test_ab_with_a_calibrate_override_calibrates_first_into_its_folder(tmp_path: Path) -> None:
+    """A calibrate.* override re-runs calibration into the A/B folder before the build; here it
+    fails (no FP32 ONNX on this machine), which must stop the step before the build."""
+    assert _session(tmp_path, "variant", "r50", "resnet50").returncode == 0
+    assert _session(tmp_path, "repro", "r50", "--dry", "prepare").returncode == 0
+    env = dict(
+        os.environ,
+        WS=str(tmp_path / "ws"),
+        OUT=str(tmp_path / "out"),
+        DVC=str(DVC),
+        HOST_PYTHON=sys.executable,
+        TRT_PYTHON="/nonexistent/python",
+        AB_DIR=str(tmp_path / "ab"),
+        PIPELINE_LOG_LEVEL="INFO",
+    )
+    ran = subprocess.run(
+        ["bash", str(SESSION), "ab", "r50", "int8", "pool", "calibrate.quantize_pools=true"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    params = yaml.safe_load((tmp_path / "ab" / "ab-pool-int8" / "params.yaml").read_text())
+    assert params["calibrate"]["quantize_pools"] is True
+    assert "artifacts/resnet50/onnx/fp32.onnx is missing" in ran.stdout + ran.stderr  # calibrate ran
+    assert not (tmp_path / "out" / "ab-pool-build-int8.json").exists()  # the build did not
+
+
 def test_collect_brings_back_reports_engine_json_and_the_range_cache(tmp_path: Path) -> None:
     import tarfile
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
 from .errors import OnnxModelError
+
+log = logging.getLogger(__name__)
 
 
 def topological_sort(graph: Any) -> None:
@@ -25,20 +28,77 @@ def topological_sort(graph: Any) -> None:
     graph.node.extend(ordered)
 
 
-def insert_qdq(graph: Any, tensor: str, amax: float, consumer: Any) -> None:
-    """Route ``tensor`` into ``consumer`` through a symmetric INT8 Quantize/Dequantize pair."""
+def insert_qdq(graph: Any, tensor: str, amax: float, consumers: list[Any], tag: str = "skip") -> None:
+    """Route ``tensor`` into each of ``consumers`` through one symmetric INT8 Quantize/Dequantize
+    pair; ``tag`` goes into the new nodes' and initializers' names."""
     from onnx import helper, numpy_helper
 
-    scale = numpy_helper.from_array(np.array(max(amax, 1e-8) / 127.0, np.float32), f"{tensor}_skip_scale")
-    zero = numpy_helper.from_array(np.array(0, np.int8), f"{tensor}_skip_zero_point")
+    scale = numpy_helper.from_array(np.array(max(amax, 1e-8) / 127.0, np.float32), f"{tensor}_{tag}_scale")
+    zero = numpy_helper.from_array(np.array(0, np.int8), f"{tensor}_{tag}_zero_point")
     graph.initializer.extend([scale, zero])
-    q_out, dq_out = f"{tensor}_skip_q", f"{tensor}_skip_dq"
+    q_out, dq_out = f"{tensor}_{tag}_q", f"{tensor}_{tag}_dq"
     graph.node.extend(
         [
-            helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [q_out], name=f"{tensor}_skip_Q"),
-            helper.make_node("DequantizeLinear", [q_out, scale.name, zero.name], [dq_out], name=f"{tensor}_skip_DQ"),
+            helper.make_node("QuantizeLinear", [tensor, scale.name, zero.name], [q_out], name=f"{tensor}_{tag}_Q"),
+            helper.make_node("DequantizeLinear", [q_out, scale.name, zero.name], [dq_out], name=f"{tensor}_{tag}_DQ"),
         ]
     )
-    for i, name in enumerate(consumer.input):
-        if name == tensor:
-            consumer.input[i] = dq_out
+    for consumer in consumers:
+        for i, name in enumerate(consumer.input):
+            if name == tensor:
+                consumer.input[i] = dq_out
+
+
+def quantize_skip_inputs(graph: Any, amax: dict[str, float], float_nodes: set[str] | None = None) -> list[str]:
+    """Q/DQ on the skip input of residual Adds left in float; returns the tensors it quantized.
+
+    TensorRT fuses conv + add (+ ReLU) in INT8 when the add's other input is quantized. In
+    identity blocks the skip tensor also feeds a Conv, so it already has Q/DQ; in downsample
+    blocks the skip is the output of the 1x1 downsample Conv, which feeds only the Add. That
+    Conv is recognised by its input being shared with the block's first Conv. ``amax`` holds
+    the calibrated range of each tensor; a skip without one stays in float.
+    """
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    done = []
+    for add in [n for n in graph.node if n.op_type == "Add"]:
+        for tensor in list(add.input):
+            conv = producer.get(tensor)
+            if conv is None or conv.op_type != "Conv" or consumers.get(conv.input[0], 0) < 2:
+                continue
+            if float_nodes and conv.name in float_nodes:  # its block stays in float: so does the skip
+                continue
+            if tensor not in amax:
+                log.warning("no calibrated range for %s: its skip connection stays in float", tensor)
+                continue
+            insert_qdq(graph, tensor, amax[tensor], [add])
+            done.append(tensor)
+    topological_sort(graph)
+    return done
+
+
+POOL_OPS = ("GlobalAveragePool", "AveragePool")
+
+
+def quantize_pools(graph: Any, amax: dict[str, float]) -> list[str]:
+    """Q/DQ on the input and the output of each average pool; returns the pools quantized.
+
+    TensorRT fuses DQ -> pooling -> Q into an INT8 pooling layer, so the conv before it can
+    write INT8 and no float reformat sits between them. A pool whose input or output has no
+    calibrated range, or whose output is a graph output, stays in float.
+    """
+    outputs = {o.name for o in graph.output}
+    done = []
+    for pool in [n for n in graph.node if n.op_type in POOL_OPS]:
+        src, dst = pool.input[0], pool.output[0]
+        readers = [n for n in graph.node if dst in n.input]
+        if src not in amax or dst not in amax or dst in outputs or not readers:
+            continue
+        insert_qdq(graph, src, amax[src], [pool], tag="pool_in")
+        insert_qdq(graph, dst, amax[dst], readers, tag="pool_out")
+        done.append(pool.name)
+    topological_sort(graph)
+    return done

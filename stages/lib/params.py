@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,7 @@ class CalibrateParams:
     percentile: float
     per_channel: bool
     quantize_residual_add: bool
+    quantize_pools: bool  # Q/DQ around average pools: an INT8 pool after the last conv
     float_nodes: list[str]  # regexes on Conv node names kept out of INT8
     min_agreement: float  # below it: try fallback_methods, then warn
     fallback_methods: list[str]  # tried in order while agreement stays below min_agreement
@@ -129,6 +131,26 @@ class QualityParams:
 
 
 @dataclass(frozen=True)
+class TargetsParams:
+    """Performance targets the report checks; informative, they never fail the run.
+    None (or an empty mapping) leaves a target unchecked."""
+
+    enabled: bool  # false: the report says the targets are not checked in this profile
+    hardware: str | None  # the GPU the targets are set for, named in the report
+    int8_min_ips: float | None  # TensorRT INT8 best GPU-compute img/s over batch sizes
+    int8_vs_compile_fp16: float | None  # that over torch_compile FP16's best compute img/s
+    batch1_max_ms: dict[str, float]  # precision -> TensorRT batch-1 compute p50 ms
+    int8_max_top1_drop: float | None  # points TensorRT INT8 top-1 may fall below TensorRT FP32
+    pipelined_within: float | None  # fraction TensorRT pipelined img/s may fall below compute, same batch
+
+    @property
+    def configured(self) -> bool:
+        """Whether any target is set."""
+        singles = (self.int8_min_ips, self.int8_vs_compile_fp16, self.int8_max_top1_drop, self.pipelined_within)
+        return bool(self.batch1_max_ms) or any(v is not None for v in singles)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     profile: str
@@ -143,6 +165,7 @@ class Params:
     build: BuildParams
     bench: BenchParams
     quality: QualityParams
+    targets: TargetsParams
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -266,6 +289,7 @@ def validate(p: Params) -> list[str]:
             problems.append(
                 f"build.profiles[{i}]: need 1 <= min <= opt <= max, got min={prof.min} opt={prof.opt} max={prof.max}"
             )
+    problems.extend(_targets_problems(p.targets))
     return problems
 
 
@@ -279,6 +303,26 @@ def _fallback_problems(c: CalibrateParams) -> list[str]:
             problems.append(f"{where}: unknown value {method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
     if len(set(c.fallback_methods)) != len(c.fallback_methods):
         problems.append(f"calibrate.fallback_methods: duplicates in {c.fallback_methods}")
+    return problems
+
+
+def _targets_problems(t: TargetsParams) -> list[str]:
+    """targets: positive limits, known precisions, and the hardware named when any is set."""
+    problems: list[str] = []
+    for name, value in (("int8_min_ips", t.int8_min_ips), ("int8_vs_compile_fp16", t.int8_vs_compile_fp16)):
+        if value is not None and value <= 0:
+            problems.append(f"targets.{name}: must be > 0 (or null: not checked), got {value}")
+    for prec, ms in t.batch1_max_ms.items():
+        if prec not in PRECISIONS:
+            problems.append(f"targets.batch1_max_ms: unknown precision {prec!r}; valid: {', '.join(PRECISIONS)}")
+        elif ms <= 0:
+            problems.append(f"targets.batch1_max_ms.{prec}: must be > 0 ms, got {ms}")
+    if t.int8_max_top1_drop is not None and t.int8_max_top1_drop < 0:
+        problems.append(f"targets.int8_max_top1_drop: must be >= 0 points, got {t.int8_max_top1_drop}")
+    if t.pipelined_within is not None and not 0.0 <= t.pipelined_within < 1.0:
+        problems.append(f"targets.pipelined_within: must be a fraction in [0, 1) (0.15: 15%), got {t.pipelined_within}")
+    if t.configured and not (t.hardware or "").strip():
+        problems.append("targets.hardware: name the GPU the targets are for (e.g. 'NVIDIA H100')")
     return problems
 
 
@@ -314,6 +358,18 @@ def _convert(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where, problems)  # type: ignore[arg-type]
+    if origin in (typing.Union, types.UnionType):  # `X | None`: null is allowed
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(inner, value, where, problems)
+    if origin is dict:
+        key_tp, item_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected a mapping, got {value!r}")
+            return {}
+        return {
+            _convert(key_tp, k, f"{where} key {k!r}", problems): _convert(item_tp, v, f"{where}.{k}", problems)
+            for k, v in value.items()
+        }
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):

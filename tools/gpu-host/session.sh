@@ -89,15 +89,22 @@ case "$step" in
     # timing cache) with the workspace's overrides plus these, then TensorRT is benchmarked
     # and its test-set accuracy evaluated: a default can change only with both. E.g.
     # `ab resnet50 int8 io build.io_fp16=true`, `ab resnet50 int8 opt5 build.opt_level=5`.
+    # With a calibrate.* override (INT8), the Q/DQ model is first calibrated again into the
+    # A/B folder: `ab resnet50 int8 pool calibrate.quantize_pools=true`.
     [ $# -ge 5 ] || { echo "usage: session.sh ab WS PREC NAME OVERRIDE..." >&2; exit 2; }
     need "${NEED:-110}"; host_env; ws=$WS/$2; prec=$3; name=$4; shift 4; d=${AB_DIR:-/tmp}/ab-$name-$prec; m=$(model_of "$ws")
+    onnx=artifacts/$m/onnx/$prec.onnx; recal=false
+    case " $* " in *" calibrate."*) onnx=$d/$prec.onnx; recal=true ;; esac
     # what every per-backend stage takes (stages/lib/fanout.py add_arguments), for this engine
     per_backend=(--params "$d/params.yaml" --precision "$prec" --checkpoint "artifacts/$m/checkpoint.pt"
-                 --onnx "artifacts/$m/onnx/$prec.onnx" --engine-dir "$d" --backend tensorrt)
+                 --onnx "$onnx" --engine-dir "$d" --backend tensorrt)
     (cd "$ws" && rm -rf "$d" && mkdir -p "$d" && { cp "artifacts/$m/engines/$prec/timing.cache" "$d/" || true; } \
       && compose_params "$d/params.yaml" "$@" \
+      && { ! $recal || timeout "$(left)" python -m stages.calibrate --params "$d/params.yaml" \
+             --onnx "artifacts/$m/onnx/fp32.onnx" --calib data/prepared/calib.npz --out "$onnx" \
+             --ranges "$d/ranges.json" --report "$OUT/ab-$name-calibrate.json"; } \
       && timeout "$(left)" python -m stages.build --params "$d/params.yaml" --precision "$prec" \
-         --onnx "artifacts/$m/onnx/$prec.onnx" --fingerprint artifacts/fingerprint.json --out-dir "$d" \
+         --onnx "$onnx" --fingerprint artifacts/fingerprint.json --out-dir "$d" \
          --report "$OUT/ab-$name-build-$prec.json" \
       && timeout "$(left)" "$TRT_PYTHON" -m stages.benchmark "${per_backend[@]}" --part "$OUT/ab-$name-bench-$prec.json" \
       && timeout "$(left)" "$TRT_PYTHON" -m stages.evaluate "${per_backend[@]}" --part "$OUT/ab-$name-eval-$prec.json" \
