@@ -25,6 +25,23 @@ def _session(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(SESSION), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+def _ab(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`session.sh ab ...` with A/B folders under tmp_path/ab and a TensorRT Python that does
+    not exist, so anything that reaches the benchmark says "nonexistent"."""
+    env = dict(
+        os.environ,
+        WS=str(tmp_path / "ws"),
+        OUT=str(tmp_path / "out"),
+        DVC=str(DVC),
+        HOST_PYTHON=sys.executable,
+        TRT_PYTHON="/nonexistent/python",
+        AB_DIR=str(tmp_path / "ab"),
+    )
+    return subprocess.run(
+        ["bash", str(SESSION), "ab", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_a_variant_gets_its_own_workspace_with_its_overrides(tmp_path: Path) -> None:
     made = _session(tmp_path, "variant", "r18-cutmix", "resnet18_cifar", "train.cutmix=0.5", "train.cutout=0")
     assert made.returncode == 0, made.stderr
@@ -74,23 +91,7 @@ def test_ab_composes_the_workspace_overrides_plus_its_own(tmp_path: Path) -> Non
     assert made.returncode == 0, made.stderr
     assert _session(tmp_path, "repro", "r50", "--dry", "prepare").returncode == 0
     env_dir = tmp_path / "ab"
-    env = dict(
-        os.environ,
-        WS=str(tmp_path / "ws"),
-        OUT=str(tmp_path / "out"),
-        DVC=str(DVC),
-        HOST_PYTHON=sys.executable,
-        TRT_PYTHON="/nonexistent/python",
-        AB_DIR=str(env_dir),
-    )
-    ran = subprocess.run(
-        ["bash", str(SESSION), "ab", "r50", "int8", "opt5", "build.opt_level=5", "bench.contexts=1"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    ran = _ab(tmp_path, "r50", "int8", "opt5", "build.opt_level=5", "bench.contexts=1")
     params = yaml.safe_load((env_dir / "ab-opt5-int8" / "params.yaml").read_text())
     assert params["model"]["name"] == "resnet50" and params["train"]["epochs"] == 2  # the workspace's
     assert params["build"]["opt_level"] == 5 and params["bench"]["contexts"] == 1  # the A/B's
@@ -105,24 +106,7 @@ def test_ab_with_a_calibrate_override_calibrates_first_into_its_folder(tmp_path:
     fails (no FP32 ONNX on this machine), which must stop the step before the build."""
     assert _session(tmp_path, "variant", "r50", "resnet50").returncode == 0
     assert _session(tmp_path, "repro", "r50", "--dry", "prepare").returncode == 0
-    env = dict(
-        os.environ,
-        WS=str(tmp_path / "ws"),
-        OUT=str(tmp_path / "out"),
-        DVC=str(DVC),
-        HOST_PYTHON=sys.executable,
-        TRT_PYTHON="/nonexistent/python",
-        AB_DIR=str(tmp_path / "ab"),
-        PIPELINE_LOG_LEVEL="INFO",
-    )
-    ran = subprocess.run(
-        ["bash", str(SESSION), "ab", "r50", "int8", "pool", "calibrate.quantize_pools=true"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    ran = _ab(tmp_path, "r50", "int8", "pool", "calibrate.quantize_pools=true")
     params = yaml.safe_load((tmp_path / "ab" / "ab-pool-int8" / "params.yaml").read_text())
     assert params["calibrate"]["quantize_pools"] is True
     assert "artifacts/resnet50/onnx/fp32.onnx is missing" in ran.stdout + ran.stderr  # calibrate ran
