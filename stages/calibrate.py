@@ -122,10 +122,16 @@ def load_onnx(path: Path) -> Any:
     return model
 
 
+def _min_max(td: Any) -> tuple[float, float]:
+    """A calibrated tensor's (min, max), from ORT's TensorData."""
+    lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in td.range_value)
+    return lo, hi
+
+
 def ranges_to_json(tensors: Any, c: CalibrateParams, n_images: int) -> dict[str, Any]:
     out = {}
     for name, td in sorted(tensors.data.items()):
-        lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in td.range_value)
+        lo, hi = _min_max(td)
         out[name] = {"min": lo, "max": hi, "amax": max(abs(lo), abs(hi))}
     return {
         "method": c.method,
@@ -178,11 +184,7 @@ def quantize(onnx_path: Path, tensors: Any, c: CalibrateParams, dest: Path) -> d
 
 def amax_by_tensor(tensors: Any) -> dict[str, float]:
     """The calibrated symmetric range (max |value|) of each tensor ORT's calibrator saw."""
-    out = {}
-    for name, td in tensors.data.items():
-        lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in td.range_value)
-        out[name] = max(abs(lo), abs(hi))
-    return out
+    return {name: max(map(abs, _min_max(td))) for name, td in tensors.data.items()}
 
 
 def float_node_names(model: Any, patterns: list[str]) -> list[str]:
