@@ -68,3 +68,7 @@ class EngineMismatchError(EngineError):
 
 class QualityGateError(PipelineError):
     """A reduced-precision model lost more accuracy than the budget allows."""
+
+
+class ServingError(PipelineError):
+    """A model server failed to start, answer or stop, or its load generator failed."""

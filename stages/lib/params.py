@@ -25,6 +25,7 @@ ARCHS = ("resnet18", "resnet50")
 CALIBRATION_METHODS = ("entropy", "minmax", "percentile")
 DATA_SOURCES = ("auto", "pickle", "folder", "synthetic")
 DEVICES = ("cuda", "cpu")
+SERVED_BACKENDS = ("tensorrt", "onnxruntime")  # the runners a Triton server can host
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,20 @@ class TargetsParams:
 
 
 @dataclass(frozen=True)
+class ServeParams:
+    """The served benchmark (a Triton server in $SERVE_PYTHON) and the model repository's batcher."""
+
+    enabled: bool  # false: the serve stage records "skipped" and starts no server
+    backends: list[str]  # runners to serve, one server each
+    concurrencies: list[int]  # requests in flight from the client, one level each
+    batch_size: int  # images per request
+    requests: int  # per level at most
+    max_seconds: float  # per level at most
+    max_queue_delay_us: int  # dynamic batcher: how long a request may wait for others
+    startup_timeout_s: float  # server start, model load included
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     profile: str
@@ -166,6 +181,7 @@ class Params:
     bench: BenchParams
     quality: QualityParams
     targets: TargetsParams
+    serve: ServeParams
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -290,6 +306,34 @@ def validate(p: Params) -> list[str]:
                 f"build.profiles[{i}]: need 1 <= min <= opt <= max, got min={prof.min} opt={prof.opt} max={prof.max}"
             )
     problems.extend(_targets_problems(p.targets))
+    problems.extend(_serve_problems(p.serve))
+    if p.build.profiles and p.serve.batch_size > max(q.max for q in p.build.profiles):
+        problems.append(
+            f"serve.batch_size ({p.serve.batch_size}) exceeds the largest build profile max "
+            f"({max(q.max for q in p.build.profiles)}), the served models' max_batch_size"
+        )
+    return problems
+
+
+def _serve_problems(s: ServeParams) -> list[str]:
+    """serve: servable backends, positive sizes and budgets."""
+    problems = [
+        f"serve.backends[{i}]: unknown value {b!r}; valid: {', '.join(SERVED_BACKENDS)}"
+        for i, b in enumerate(s.backends)
+        if b not in SERVED_BACKENDS
+    ]
+    if not s.concurrencies:
+        problems.append("serve.concurrencies: must list at least one concurrency")
+    for where, value in [(f"serve.concurrencies[{i}]", c) for i, c in enumerate(s.concurrencies)] + [
+        ("serve.batch_size", s.batch_size),
+        ("serve.requests", s.requests),
+        ("serve.max_seconds", s.max_seconds),
+        ("serve.startup_timeout_s", s.startup_timeout_s),
+    ]:
+        if value <= 0:
+            problems.append(f"{where}: must be > 0, got {value}")
+    if s.max_queue_delay_us < 0:
+        problems.append(f"serve.max_queue_delay_us: must be >= 0, got {s.max_queue_delay_us}")
     return problems
 
 
