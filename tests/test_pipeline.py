@@ -47,6 +47,7 @@ class Repo:
             GIT_COMMITTER_EMAIL="test@example.com",
         )
         self.env.pop("PYTHONPATH", None)
+        self.env.pop("SERVE_PYTHON", None)  # serve@p records "skipped"; tests/test_serve.py serves for real
 
     def run(self, *args: str, check: bool = True, timeout: int = 600) -> str:
         proc = subprocess.run(list(args), cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -137,7 +138,7 @@ def test_repo_default_is_the_tiny_setup(repo: Repo) -> None:
 
 def test_first_repro_runs_every_stage(repo: Repo, stage_names: list[str], first_repro: str) -> None:
     assert sorted(ran(first_repro)) == sorted(stage_names)
-    assert len(stage_names) == 16
+    assert len(stage_names) == 20
     assert unchanged(first_repro) == []
     lock = yaml.safe_load((repo.path / "dvc.lock").read_text())
     assert sorted(lock["stages"]) == sorted(stage_names)
@@ -198,6 +199,18 @@ def test_first_repro_writes_the_report(repo: Repo, first_repro: str) -> None:
     gate = repo.json(f"{D}/gate.json")
     assert gate["passed"] is True and gate["failed"] == 0 and gate["checks"] >= 3
 
+    package = repo.json(f"{D}/package.json")
+    assert sorted(m["name"] for m in package["models"] if m["status"] == "packaged") == [
+        f"{MODEL}_fp32_onnx",
+        f"{MODEL}_int8_onnx",
+    ]
+    repository = repo.path / "artifacts" / MODEL / "model_repository"
+    assert sorted(p.name for p in repository.iterdir()) == [f"{MODEL}_fp32_onnx", f"{MODEL}_int8_onnx"]
+    for prec in ("fp32", "fp16", "int8"):
+        served = repo.json(f"{D}/serve/{prec}.json")
+        assert {served[b]["status"] for b in ("tensorrt", "onnxruntime")} == {"skipped"}
+        assert "SERVE_PYTHON" in served["onnxruntime"]["reason"]
+
     train = repo.json(f"{D}/train.json")
     assert train["epochs"] == 1 and train["train_images"] == 128 and train["synthetic_data"] is True
     for out in (
@@ -226,9 +239,9 @@ def test_exp_run_precision_int8_reruns_only_what_depends_on_it(repo: Repo, first
     params = yaml.safe_load((repo.path / "params.yaml").read_text())
     assert params["precisions"] == ["int8"]
 
-    assert sorted(ran(out)) == ["gate", "probe", "report"]
+    assert sorted(ran(out)) == ["gate", "package", "probe", "report"]  # package reads the precisions
     skipped = set(unchanged(out))
-    assert {"build@int8", "evaluate@int8", "benchmark@int8", *UPSTREAM} <= skipped
+    assert {"build@int8", "evaluate@int8", "benchmark@int8", "serve@int8", *UPSTREAM} <= skipped
     for name in ("build@fp32", "evaluate@fp16", "benchmark@fp32"):  # not in this pipeline at all
         assert name not in out
 

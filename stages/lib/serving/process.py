@@ -31,12 +31,13 @@ log = logging.getLogger(__name__)
 SERVE_PYTHON = "SERVE_PYTHON"
 TOKEN_ENV = "SERVE_ACCESS_TOKEN"  # the statistics API's access token, shared by server and client
 STOP_WAIT_S = 30.0
+PROJECT_ROOT = Path(__file__).resolve().parents[3]  # the folder holding the stages package
 
 _PROBE = r"""
 import json, os, sys, sysconfig
 info = {"executable": sys.executable, "version": "%d.%d" % sys.version_info[:2]}
 name = sysconfig.get_config_var("INSTSONAME") or "libpython%s.so.1.0" % info["version"]
-dirs = [sysconfig.get_config_var("LIBDIR") or "", os.path.join(sys.base_prefix, "lib")]
+dirs = [os.path.join(sys.base_prefix, "lib"), sysconfig.get_config_var("LIBDIR") or ""]
 info["libpython"] = next((os.path.join(d, name) for d in dirs if os.path.isfile(os.path.join(d, name))), None)
 info["libpython_name"] = name
 from importlib.metadata import version
@@ -61,15 +62,21 @@ class ServingPython:
     versions: dict[str, str]
 
     def env(self, **extra: str) -> dict[str, str]:
-        """This environment with the interpreter's bin first on PATH and its libpython's
-        folder first on LD_LIBRARY_PATH."""
-        env = dict(os.environ, **extra)
+        """This environment with the interpreter's bin first on PATH, its libpython's folder
+        first on LD_LIBRARY_PATH, and PYTHONPATH only this project (another interpreter's
+        packages there would shadow the serving interpreter's own)."""
+        env = clean_env(**extra)
         for var, first in (
             ("PATH", os.path.dirname(self.executable)),
             ("LD_LIBRARY_PATH", os.path.dirname(self.libpython)),
         ):
             env[var] = os.pathsep.join(p for p in (first, env.get(var, "")) if p)
         return env
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment with PYTHONPATH set to this project's root alone."""
+    return dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), **extra)
 
 
 def serving_python(environ: dict[str, str] | None = None) -> ServingPython:
@@ -81,7 +88,7 @@ def serving_python(environ: dict[str, str] | None = None) -> ServingPython:
             "(`make serve-venv` builds one in .venv-serve)"
         )
     try:
-        proc = subprocess.run([path, "-c", _PROBE], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([path, "-c", _PROBE], capture_output=True, text=True, timeout=120, env=clean_env())
         info = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
         raise BackendUnavailable(f"{SERVE_PYTHON}={path} cannot run ({exc})") from exc
