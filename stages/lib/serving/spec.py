@@ -69,13 +69,12 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ModelSpec:
-        tensors = {
-            k: tuple(TensorSpec(t["name"], t["dtype"], tuple(t["dims"])) for t in raw[k]) for k in ("inputs", "outputs")
-        }
-        plain = {k: v for k, v in raw.items() if k not in tensors}
-        plain["preferred_batch_sizes"] = tuple(plain["preferred_batch_sizes"])
-        plain["profiles"] = tuple(plain["profiles"])
-        return cls(**plain, **tensors)
+        fields: dict[str, Any] = dict(raw)
+        for key in ("inputs", "outputs"):
+            fields[key] = tuple(TensorSpec(t["name"], t["dtype"], tuple(t["dims"])) for t in raw[key])
+        fields["preferred_batch_sizes"] = tuple(raw["preferred_batch_sizes"])
+        fields["profiles"] = tuple(raw["profiles"])
+        return cls(**fields)
 
 
 def served_name(model: str, precision: str, backend: str) -> str:
