@@ -19,7 +19,7 @@ from typing import Any
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, PipelineError, UnsupportedCombination
 from .lib.fanout import add_arguments, passthrough, per_backend, status_of
-from .lib.io import write_csv, write_json, write_text
+from .lib.io import write_json, write_records
 from .lib.params import Params, load_params
 from .lib.runners import Artifacts, Runner, create_runner
 from .lib.timing import TimedOp, measure, span_budgeted, summarize
@@ -201,10 +201,7 @@ def parent(args: argparse.Namespace) -> None:
         if "layer_profile" in rec:
             layers[backend] = rec.pop("layer_profile")
         summary[backend] = {**rec, **headline(rows)} if rows else rec
-    if records:
-        write_csv(args.records, records)
-    else:
-        write_text(args.records, "backend\n")
+    write_records(args.records, records)
     write_json(args.layers, layers)
     write_json(args.out, summary)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, PipelineError
-from .lib.io import read_json, write_csv, write_json, write_text
+from .lib.io import read_json, write_json, write_records
 from .lib.params import Params, load_params
 from .lib.runners.trt_runner import BUILD_FILE
 from .lib.serving.process import Server, ServingPython, run_load, serving_python, workdir
@@ -113,10 +113,7 @@ def write_outputs(args: argparse.Namespace, p: Params, results: dict[str, dict[s
         levels = rec.pop("levels", [])
         records += [{"backend": backend, "precision": args.precision, "model": rec["model"], **r} for r in levels]
         summary[backend] = {**rec, **headline(levels)} if levels else rec
-    if records:
-        write_csv(args.records, records)
-    else:
-        write_text(args.records, "backend\n")
+    write_records(args.records, records)
     write_json(args.out, summary)
 
 
