@@ -1,12 +1,7 @@
-"""plot: the report's PNG figures (accuracy, latency, throughput, speedup, training).
-
-Called by the report stage; runnable alone as ``python -m stages.plot --model-dir DIR``.
-"""
+"""The report's PNG figures: accuracy, latency, throughput, speedup, training."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .lib.cli import run_main  # noqa: E402
-from .lib.io import atomic_path  # noqa: E402
+from .io import atomic_path  # noqa: E402
+from .results import ok_records, ran  # noqa: E402
 
 BACKEND_COLORS = {"pytorch": "#1f77b4", "torch_compile": "#17becf", "onnxruntime": "#2ca02c", "tensorrt": "#d62728"}
 PRECISION_STYLE = {"fp32": "-", "fp16": "--", "int8": ":"}
@@ -49,9 +44,7 @@ def _label(backend: str, precision: str) -> str:
 def accuracy(evals: dict[str, dict[str, Any]], dest: Path, subtitle: str) -> None:
     """Grouped bars: top-1 per backend, grouped by precision."""
     precisions = list(evals)
-    backends = sorted(
-        {b for e in evals.values() for b, r in e.items() if isinstance(r, dict) and r.get("status") == "ok"}
-    )
+    backends = sorted({backend for _, backend, _ in ok_records(evals)})
     fig, ax = plt.subplots(figsize=(8, 4.5))
     width = 0.8 / max(1, len(backends))
     lows = []
@@ -59,7 +52,7 @@ def accuracy(evals: dict[str, dict[str, Any]], dest: Path, subtitle: str) -> Non
         xs, ys = [], []
         for i, prec in enumerate(precisions):
             rec = evals[prec].get(backend)
-            if isinstance(rec, dict) and rec.get("status") == "ok":
+            if ran(rec):
                 xs.append(i + (j - (len(backends) - 1) / 2) * width)
                 ys.append(rec["top1"])
         bars = ax.bar(xs, ys, width, label=backend, color=BACKEND_COLORS.get(backend))
@@ -158,21 +151,3 @@ def training(history: list[dict[str, Any]], dest: Path, subtitle: str) -> None:
     ax1.grid(alpha=0.3)
     fig.legend(fontsize=8, loc="center right")
     _save(fig, dest)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--model-dir", type=Path, required=True)
-    args = ap.parse_args(argv)
-
-    def body() -> None:
-        from .report import collect, write_plots
-
-        write_plots(collect(args.params, args.model_dir), args.model_dir / "plots")
-
-    return run_main("plot", body)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
