@@ -23,8 +23,8 @@ from .lib.cli import run_main
 from .lib.errors import BackendUnavailable
 from .lib.io import atomic_dir, read_json, write_json, write_text
 from .lib.params import Params, load_params
-from .lib.runners.trt_runner import BUILD_FILE, ENGINE_FILE
 from .lib.serving.spec import ModelSpec, engine_spec, onnx_spec, served_name, to_pbtxt
+from .lib.trt.engine import BUILD_FILE, ENGINE_FILE
 
 log = logging.getLogger(__name__)
 

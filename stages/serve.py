@@ -22,9 +22,9 @@ from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, PipelineError
 from .lib.io import read_json, write_json, write_records
 from .lib.params import Params, load_params
-from .lib.runners.trt_runner import BUILD_FILE
 from .lib.serving.process import Server, ServingPython, run_load, serving_python, workdir
 from .lib.serving.spec import ModelSpec, engine_spec, onnx_spec, served_name
+from .lib.trt.engine import BUILD_FILE
 
 log = logging.getLogger(__name__)
 

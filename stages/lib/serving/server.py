@@ -26,7 +26,8 @@ from ..cli import run_main
 from ..errors import BackendUnavailable, ServingError, UnsupportedCombination
 from ..io import read_json, write_json
 from ..params import load_params
-from ..runners import Artifacts, Runner, create_runner
+from ..runners.base import Artifacts, Runner
+from ..runners.registry import create_runner
 from .process import TOKEN_ENV
 from .spec import ModelSpec
 

@@ -77,3 +77,10 @@ def dtype_to_numpy(trt: Any, dtype: Any) -> Any:
     if dtype not in table:
         raise BackendUnavailable(f"TensorRT tensor type {dtype} has no numpy equivalent here")
     return table[dtype]
+
+
+def device_memory_size(engine: Any) -> int:
+    """Bytes of activation memory a context needs: ``device_memory_size_v2`` (10.x and later;
+    the only name in 11.x), else ``device_memory_size`` (8.6)."""
+    v2 = getattr(engine, "device_memory_size_v2", None)
+    return int(v2 if v2 is not None else engine.device_memory_size)
