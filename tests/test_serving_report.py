@@ -3,7 +3,11 @@ on hand-made records (no server)."""
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,7 @@ from stages.lib.errors import BackendUnavailable
 from stages.lib.io import write_csv, write_json
 from stages.lib.serving import process
 from stages.lib.serving.report import in_process, served_report
+from tests.conftest import ROOT
 
 TIMED = "client-side request latency"
 
@@ -140,3 +145,42 @@ def test_no_serving_interpreter_names_the_variable_and_the_fix() -> None:
         process.serving_python({})
     assert "make serve-venv" in str(info.value)
     assert json.dumps(str(info.value))  # one line, no traceback material
+
+
+# -- what the serving interpreter runs --------------------------------------------------------
+
+# Modules the serving interpreter imports: it has numpy<2, pyyaml, PyTriton, tritonclient and
+# a runtime (ONNX Runtime, or TensorRT + cuda-python), and may be Python 3.10.
+SERVING_SIDE = [
+    "stages.lib.serving.server",
+    "stages.lib.serving.load",
+    "stages.lib.serving.process",
+    "stages.lib.serving.spec",
+    "stages.lib.runners.registry",
+    "stages.lib.runners.ort_runner",
+    "stages.lib.runners.trt_runner",
+]
+NOT_THERE = ("torch", "torchvision", "onnx", "pandas", "matplotlib", "PIL", "hydra", "dvc", "pytriton", "tritonclient")
+
+
+def test_serving_side_modules_import_without_the_projects_heavy_packages() -> None:
+    """PyTriton and tritonclient are imported inside functions, the rest not at all."""
+    code = textwrap.dedent(f"""
+        import importlib, sys
+        class Block:
+            def find_spec(self, name, path, target=None):
+                if name.split('.')[0] in {NOT_THERE!r}:
+                    raise ImportError('blocked ' + name)
+        sys.meta_path.insert(0, Block())
+        for m in {SERVING_SIDE!r}:
+            importlib.import_module(m)
+        print('ok')
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("module", SERVING_SIDE[:4])
+def test_serving_side_modules_parse_as_python_310(module: str) -> None:
+    ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text(), feature_version=(3, 10))

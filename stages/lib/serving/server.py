@@ -104,6 +104,10 @@ def run(args: argparse.Namespace) -> None:
     except (BackendUnavailable, UnsupportedCombination) as exc:
         write_json(args.status, {"status": "skipped", "reason": str(exc)})
         return
+    except ImportError as exc:  # e.g. no onnxruntime in a TensorRT serving interpreter
+        reason = f"{args.backend}: its runtime is not importable in the serving interpreter ({exc})"
+        write_json(args.status, {"status": "skipped", "reason": reason})
+        return
     try:
         serve(runner, spec, args, stop)
     finally:
