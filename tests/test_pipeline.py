@@ -346,7 +346,7 @@ def test_a_bad_value_fails_first_and_leaves_every_output_in_place(repo: Repo, ov
 def test_editing_a_library_module_reruns_exactly_its_stages_and_what_they_feed(repo: Repo) -> None:
     """onnxgraph.py is imported by export (topological sort) and calibrate (Q/DQ placement):
     DVC sees both change and nothing else; a new Q/DQ node name changes int8.onnx only, so the
-    INT8 stages and the report rerun, and the FP32/FP16 ones do not."""
+    INT8 stages, the model repository and the report rerun, and the FP32/FP16 ones do not."""
     assert "probe" in repo.dvc("status")  # always changed; otherwise the workspace is up to date
     assert not re.search(r"^(?!probe)\S+:$", repo.dvc("status"), re.M)
     module = repo.path / "stages" / "lib" / "onnxgraph.py"
@@ -360,5 +360,6 @@ def test_editing_a_library_module_reruns_exactly_its_stages_and_what_they_feed(r
 
     out = repo.dvc("repro")
     int8 = {"build@int8", "evaluate@int8", "benchmark@int8"}
-    assert set(ran(out)) == {"probe", "export", "calibrate", *int8, "report", "gate"}
-    assert {"train", "prepare", "build@fp32", "evaluate@fp16", "benchmark@fp32"} <= set(unchanged(out))
+    # package holds every ONNX model; serve@int8 serves int8.onnx
+    assert set(ran(out)) == {"probe", "export", "calibrate", *int8, "package", "serve@int8", "report", "gate"}
+    assert {"train", "prepare", "build@fp32", "evaluate@fp16", "benchmark@fp32", "serve@fp32"} <= set(unchanged(out))
