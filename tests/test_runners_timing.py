@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.lib import data, timing
+from stages.lib import data, inputs, timing
 from stages.lib.errors import BackendUnavailable, OnnxModelError, UnsupportedCombination
 from stages.lib.params import BACKENDS, Params, params_from_dict
 from stages.lib.runners import Artifacts, Runner, create_runner
@@ -43,7 +43,7 @@ def artifacts(prepared_tiny: Path) -> dict[str, Artifacts]:
 @pytest.fixture(scope="module")
 def batch(prepared_tiny: Path, params: Params) -> np.ndarray:
     test = data.load_split(prepared_tiny / "data/prepared/test.npz")
-    return data.preprocess(test.images[:6], params.data.mean, params.data.std, params.model.image_size)
+    return inputs.preprocess(test.images[:6], params.data.mean, params.data.std, params.model.image_size)
 
 
 # -- registry ------------------------------------------------------------------------------

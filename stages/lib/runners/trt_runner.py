@@ -17,11 +17,12 @@ import numpy as np
 
 from .. import cuda
 from ..errors import BackendUnavailable, EngineError
+from ..inputs import InputSpec
 from ..io import read_json
 from ..params import Params
 from ..timing import TimedOp
 from ..trt import common, fingerprint
-from .base import Artifacts, Runner, bench_input
+from .base import Artifacts, Runner
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class TrtRunner(Runner):
         self.engine_path = engine_dir / ENGINE_FILE
         self.build = build
         self.image_size = image_size
+        self.spec: InputSpec | None = None  # read from the engine by open()
         self.slots: dict[int, _Slot] = {}
         self._closers: list[Any] = []
 
@@ -93,6 +95,8 @@ class TrtRunner(Runner):
         self.in_dtype = common.dtype_to_numpy(trt, self.engine.get_tensor_dtype(self.input_name))
         self.out_dtype = common.dtype_to_numpy(trt, self.engine.get_tensor_dtype(self.output_name))
         self.num_classes = int(self.engine.get_tensor_shape(self.output_name)[-1])
+        dims = tuple(int(d) for d in self.engine.get_tensor_shape(self.input_name))[1:]
+        self.spec = InputSpec.from_dims(self.in_dtype, dims, where=str(self.engine_path))
         self.profiles: list[tuple[int, int, int]] = []
         for k in range(self.engine.num_optimization_profiles):
             lo, opt, hi = (int(s[0]) for s in self.engine.get_tensor_profile_shape(self.input_name, k))
@@ -113,7 +117,11 @@ class TrtRunner(Runner):
         self.engine = None
 
     def input_shape(self) -> tuple[int, int, int]:
-        return (3, self.image_size, self.image_size)
+        return self.input_spec().shape
+
+    def input_spec(self) -> InputSpec:
+        """The engine's input (raw uint8 NHWC, float16 or float32 NCHW) once open."""
+        return self.spec or InputSpec("float32", "NCHW", self.image_size)
 
     # -- profiles and buffers --------------------------------------------------------------
 
@@ -198,7 +206,7 @@ class TrtRunner(Runner):
     def compute_op(self, batch_size: int, cuda_graph: bool) -> TimedOp:
         slot = self._slot(batch_size)
         self._bind(slot, batch_size, slot.d_in.ptr, slot.d_out.ptr)
-        x = bench_input(batch_size, self.input_shape())
+        x = self.bench_batch(batch_size)
         slot.h_in.array[:batch_size] = x
         cuda.copy_htod_async(slot.d_in.ptr, slot.h_in.ptr, slot.h_in.array[:batch_size].nbytes, self.stream)
         self._enqueue(slot, self.stream)  # once before capture: lets TensorRT finish lazy setup
@@ -225,7 +233,7 @@ class TrtRunner(Runner):
 
     def end_to_end_op(self, batch_size: int) -> TimedOp:
         slot = self._slot(batch_size)
-        x = bench_input(batch_size, self.input_shape())
+        x = self.bench_batch(batch_size)
         slot.h_in.array[:batch_size] = x
         self._bind(slot, batch_size, slot.d_in.ptr, slot.d_out.ptr)
         in_bytes = slot.h_in.array[:batch_size].nbytes
@@ -291,6 +299,7 @@ class TrtRunner(Runner):
             "activation_memory_mb": round(int(self.engine.device_memory_size) / 2**20, 2),
             "profiles": [list(p) for p in self.profiles],
             "input_dtype": np.dtype(self.in_dtype).name,
+            "input": self.input_spec().describe(),
         }
 
 
@@ -322,7 +331,7 @@ class _Pipeline:
         self.copy_in, self.copy_out = cuda.Stream(), cuda.Stream()
         shape_in = (batch, *runner.input_shape())
         shape_out = (batch, runner.num_classes)
-        x = bench_input(batch, runner.input_shape())
+        x = runner.bench_batch(batch)
         self.bufs = []
         for _ in range(depth):
             h_in = cuda.PinnedArray(shape_in, runner.in_dtype)
@@ -404,7 +413,7 @@ class _Concurrent:
         plan = runner.engine_path.read_bytes()
         self.copies: list[tuple[Any, Any, cuda.Stream, cuda.DeviceBuffer, cuda.DeviceBuffer]] = []
         self.graphs: list[cuda.Graph] = []
-        x = bench_input(batch, runner.input_shape())
+        x = runner.bench_batch(batch)
         h_in = cuda.PinnedArray((batch, *runner.input_shape()), runner.in_dtype)
         try:
             h_in.array[...] = x
