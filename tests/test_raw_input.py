@@ -161,6 +161,25 @@ def test_benchmark_rows_for_a_raw_onnx_model_record_uint8_input(raw: Path) -> No
     assert {(r["input_dtype"], r["input_layout"]) for r in rows} == {("uint8", "NHWC")}
 
 
+def test_predict_feeds_a_raw_model_pixels_and_answers_as_for_the_float_one(
+    raw: Path, prepared_tiny: Path, test_split: data.Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    from stages import predict
+
+    for i, img in enumerate(test_split.images[:8]):
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+    records = []
+    for root in (raw, prepared_tiny):
+        out = tmp_path / f"{root.name}.json"
+        monkeypatch.chdir(root)
+        argv = [str(tmp_path), "--backend", "onnxruntime", "--top-k", "10", "--output", str(out)]
+        assert predict.main(argv) == 0
+        records.append(json.loads(out.read_text())["predictions"])
+    assert len(records[0]) == 8 and records[0] == records[1]
+
+
 # -- fp16 I/O inside the model ----------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ TRT_SIDE = [
     "stages.probe",
     "stages.evaluate",
     "stages.benchmark",
+    "stages.predict",
     "stages.lib.inputs",
     "stages.lib.runners.trt_runner",
     "stages.lib.trt.builder",

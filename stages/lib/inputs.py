@@ -129,11 +129,17 @@ class _Infers(Protocol):
 
 
 def infer_all(
-    runner: _Infers, images: np.ndarray, mean: list[float], std: list[float], batch_size: int, desc: str = ""
+    runner: _Infers,
+    images: np.ndarray,
+    mean: list[float],
+    std: list[float],
+    batch_size: int,
+    desc: str = "",
+    bar: bool = True,
 ) -> np.ndarray:
-    """Logits of an open runner for every image, in the runner's input format, with a progress bar."""
-    spec = runner.input_spec()
-    n_batches = -(-len(images) // batch_size)
-    desc = desc or f"{runner.backend} {runner.precision}"
-    out = [runner.infer(x) for x in progress(model_batches(images, spec, mean, std, batch_size), n_batches, desc)]
+    """Logits of an open runner for every image, in the runner's input format (with a progress bar)."""
+    batches = model_batches(images, runner.input_spec(), mean, std, batch_size)
+    if bar:
+        batches = progress(batches, -(-len(images) // batch_size), desc or f"{runner.backend} {runner.precision}")
+    out = [runner.infer(x) for x in batches]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -88,7 +88,8 @@ case "$step" in
     # settings on a trained workspace. The engine is rebuilt (from a copy of the cold build's
     # timing cache) with the workspace's overrides plus these, then TensorRT is benchmarked
     # and its test-set accuracy evaluated: a default can change only with both. E.g.
-    # `ab resnet50 int8 io build.io_fp16=true`, `ab resnet50 int8 opt5 build.opt_level=5`.
+    # `ab resnet50 int8 opt5 build.opt_level=5`. Export options (export.raw_input, export.io_fp16)
+    # change the ONNX models: run them with `dvc exp run -S` in a trained workspace instead.
     # With a calibrate.* override (INT8), the Q/DQ model is first calibrated again into the
     # A/B folder: `ab resnet50 int8 pool calibrate.quantize_pools=true`.
     [ $# -ge 5 ] || { echo "usage: session.sh ab WS PREC NAME OVERRIDE..." >&2; exit 2; }
