@@ -27,7 +27,8 @@ from .lib.interpreter import run_module, trt_python
 from .lib.io import read_json, write_csv, write_json
 from .lib.params import PRECISIONS, Params, load_params
 from .lib.progress import progress
-from .lib.runners import Artifacts, create_runner
+from .lib.runners.base import Artifacts
+from .lib.runners.registry import create_runner
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from PIL import Image
 from stages import evaluate, predict
 from stages.lib import data
 from stages.lib.params import load_params
-from stages.lib.runners import Artifacts
+from stages.lib.runners.base import Artifacts
 from tests.conftest import ROOT, run_stage
 
 M = "artifacts/resnet18_cifar"

@@ -17,7 +17,8 @@ from onnx import TensorProto, helper
 from stages import benchmark, calibrate, evaluate, export
 from stages.lib import data, inputs, onnxgraph
 from stages.lib.params import Params, load_params
-from stages.lib.runners import Artifacts, create_runner
+from stages.lib.runners.base import Artifacts
+from stages.lib.runners.registry import create_runner
 from tests.conftest import TINY, run_stage, write_params
 
 M = "artifacts/resnet18_cifar"

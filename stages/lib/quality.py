@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .params import QualityParams
+from .results import ran
 
 
 def gate_checks(evals: dict[str, dict[str, Any]], q: QualityParams) -> list[dict[str, Any]]:
@@ -82,6 +83,4 @@ def gate_checks(evals: dict[str, dict[str, Any]], q: QualityParams) -> list[dict
 
 
 def _top1(rec: Any) -> float | None:
-    if isinstance(rec, dict) and rec.get("status") == "ok":
-        return float(rec["top1"])
-    return None
+    return float(rec["top1"]) if ran(rec) else None

@@ -89,3 +89,10 @@ def dtype_name(trt: Any, dtype: Any) -> str:
         return str(np.dtype(dtype_to_numpy(trt, dtype)).name)
     except BackendUnavailable:
         return str(dtype).rsplit(".", 1)[-1].lower()
+
+
+def device_memory_size(engine: Any) -> int:
+    """Bytes of activation memory a context needs: ``device_memory_size_v2`` (10.x and later;
+    the only name in 11.x), else ``device_memory_size`` (8.6)."""
+    v2 = getattr(engine, "device_memory_size_v2", None)
+    return int(v2 if v2 is not None else engine.device_memory_size)
