@@ -89,6 +89,8 @@ def test_background_steps_run_in_order_and_wait_reports_them(tmp_path: Path) -> 
     log = (tmp_path / "bg" / "job1.log").read_text()
     assert log.index("== workspace a train.epochs=1") < log.index("== repro a --dry validate")
     assert "PIPELINE COMPLETE" in log
+    # the job's own OUT: a later command's $OUT is emptied when it starts
+    assert "Running stage 'validate'" in (tmp_path / "bg" / "job1.out" / "repro-a.log").read_text()
 
 
 def test_ab_composes_the_workspace_overrides_plus_its_own(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ class Repo:
         )
         self.env.pop("PYTHONPATH", None)
 
-    def run(self, *args: str, check: bool = True, timeout: int = 600) -> str:
+    def run(self, *args: str, check: bool = True, timeout: int = 1200) -> str:
         proc = subprocess.run(list(args), cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout)
         out = proc.stdout + proc.stderr
         if check and proc.returncode != 0:

@@ -85,7 +85,8 @@ case "$step" in
     # they outlive this command; `wait` follows them
     [ $# -ge 3 ] || { echo "$usage" >&2; exit 2; }
     mkdir -p "$BG"; job=$2; shift 2; rm -f "$BG/$job.rc"
-    { echo "export DEADLINE=$(( $(date +%s) + 86400 )); rc=0"
+    # its own OUT: a command's $OUT is emptied when the next command starts
+    { echo "export DEADLINE=$(( $(date +%s) + 86400 )) OUT=$BG/$job.out; mkdir -p \$OUT; rc=0"
       for s in "$@"; do printf 'echo "== %s ($(date +%%T))"; bash %q %s || rc=$?\n' "$s" "$0" "$s"; done
       printf 'echo $rc > %q\n' "$BG/$job.rc"
     } > "$BG/$job.sh"
@@ -143,7 +144,7 @@ case "$step" in
     done
     # this command's logs and the background jobs' logs (only 8 files come back from $OUT)
     mkdir -p /tmp/collect/out /tmp/collect/bg && find "$OUT" -maxdepth 1 -type f ! -name results.tgz -exec cp {} /tmp/collect/out/ \;
-    cp "$BG"/* /tmp/collect/bg/ 2>/dev/null
+    cp -r "$BG"/. /tmp/collect/bg/ 2>/dev/null
     tar -C /tmp/collect -czf "$OUT/results.tgz" . && ls -la "$OUT" ;;
   *) echo "unknown step $step; $usage" >&2; exit 2 ;;
 esac

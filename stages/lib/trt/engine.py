@@ -26,8 +26,9 @@ class Engine:
     """One deserialization of a plan. Several copies of one plan (:meth:`copy`) compute at
     once on their own streams; with dynamic shapes a profile serves one context at a time."""
 
-    def __init__(self, trt: Any, runtime: Any, plan: bytes, path: Path) -> None:
+    def __init__(self, trt: Any, runtime: Any, plan: bytes, path: Path, logger: Any = None) -> None:
         self.trt, self.runtime, self.plan, self.path = trt, runtime, plan, path
+        self.logger = logger  # the runtime's logger must live as long as the runtime
         self.engine = runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
             raise EngineError(
@@ -54,11 +55,11 @@ class Engine:
         """Deserialize the plan at ``path`` with a new runtime."""
         if not path.is_file():
             raise EngineError(f"{path} is missing: run `dvc repro`")
-        return cls(trt, trt.Runtime(logger), path.read_bytes(), path)
+        return cls(trt, trt.Runtime(logger), path.read_bytes(), path, logger)
 
     def copy(self) -> Engine:
         """Another deserialization of the same plan (its own weights and contexts)."""
-        return Engine(self.trt, self.runtime, self.plan, self.path)
+        return Engine(self.trt, self.runtime, self.plan, self.path, self.logger)
 
     def profile_for(self, batch: int) -> int:
         """The profile whose range holds ``batch`` (see :func:`pick_profile`)."""
