@@ -50,11 +50,11 @@ def batch(prepared_tiny: Path, params: Params) -> np.ndarray:
 
 
 def test_registry_maps_every_backend() -> None:
-    from stages.lib import runners
+    from stages.lib.runners import registry
 
-    assert set(runners._MODULES) == set(BACKENDS)
+    assert set(registry._MODULES) == set(BACKENDS)
     for backend in BACKENDS:
-        module = importlib.import_module(runners._MODULES[backend])
+        module = importlib.import_module(registry._MODULES[backend])
         assert callable(module.create), backend
 
 
