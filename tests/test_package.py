@@ -1,15 +1,13 @@
 """The Triton model repository: every config.pbtxt parses with Triton's own protobuf schema
 and matches the real I/O of the model it describes (the ONNX graph as ONNX Runtime reads it,
-or the I/O tensors a TensorRT build recorded); the build stage records those tensors."""
+or the I/O a TensorRT build recorded in its build.json)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
 
 from stages.lib.errors import InputFileError
@@ -22,7 +20,6 @@ from stages.lib.serving.spec import (
     onnx_io,
     to_pbtxt,
 )
-from stages.lib.trt import builder
 from tests.conftest import run_stage
 
 MODEL = "resnet18_cifar"
@@ -35,11 +32,11 @@ FINGERPRINT = {
     "available": True,
 }
 PROFILES = [{"min": 1, "opt": 1, "max": 1}, {"min": 2, "opt": 256, "max": 1024}]
-# A raw-pixel engine: uint8 NHWC in, fp16 logits out (the dtypes and layout come from the build).
-RAW_IO = [
-    {"name": "images", "mode": "input", "dtype": "uint8", "shape": [-1, 32, 32, 3]},
-    {"name": "logits", "mode": "output", "dtype": "float16", "shape": [-1, 10]},
-]
+# A raw-pixel engine with fp16 logits: uint8 NHWC in (build.json's "io", as the build writes it).
+RAW_IO = {
+    "input": {"name": "images", "dtype": "uint8", "shape": [-1, 32, 32, 3]},
+    "output": {"name": "logits", "dtype": "float16", "shape": [-1, 10]},
+}
 
 
 def _parse(text: str) -> Any:
@@ -55,7 +52,7 @@ def _dtype_name(config_enum: int) -> str:
     return model_config_pb2.DataType.Name(config_enum)
 
 
-def _fake_engine(folder: Path, precision: str, io: list[dict[str, Any]] | None) -> bytes:
+def _fake_engine(folder: Path, precision: str, io: dict[str, Any] | None) -> bytes:
     """A built engine's folder as the build stage writes it, with a dummy plan."""
     folder.mkdir(parents=True)
     plan = f"not a real plan ({precision})".encode()
@@ -63,7 +60,7 @@ def _fake_engine(folder: Path, precision: str, io: list[dict[str, Any]] | None) 
     build = {"status": "built", "precision": precision, "profiles": PROFILES, "fingerprint": FINGERPRINT}
     build["onnx_sha256"] = "0" * 64
     if io is not None:
-        build["io_tensors"] = io
+        build["io"] = io
     (folder / "build.json").write_text(json.dumps(build))
     return plan
 
@@ -192,7 +189,7 @@ def test_an_engine_without_recorded_io_is_a_clear_error(prepared_tiny: Path, tmp
     args += ["--engines-dir", str(engines), "--out", str(tmp_path / "repo"), "--report", str(tmp_path / "r.json")]
     proc = run_stage("package", args, prepared_tiny, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "records no io_tensors" in proc.stderr and "dvc repro -f build" in proc.stderr
+    assert "records no engine I/O" in proc.stderr and "dvc repro -f build" in proc.stderr
     assert not (tmp_path / "repo").exists()
 
 
@@ -207,7 +204,7 @@ def test_batching_takes_the_largest_max_and_the_opt_sizes_above_one() -> None:
 
 
 def test_engine_io_needs_a_dynamic_batch_dimension() -> None:
-    build = {"io_tensors": [{"name": "x", "mode": "input", "dtype": "float32", "shape": [8, 3, 32, 32]}]}
+    build = {"io": {**RAW_IO, "input": {"name": "x", "dtype": "float32", "shape": [8, 3, 32, 32]}}}
     with pytest.raises(InputFileError, match="dynamic batch dimension"):
         engine_io(build, "b.json")
 
@@ -219,23 +216,10 @@ def test_onnx_io_reads_the_graph(prepared_tiny: Path) -> None:
 
 
 def test_spec_json_round_trip_and_pbtxt_escaping() -> None:
-    build = {"status": "built", "precision": "int8", "profiles": PROFILES, "io_tensors": RAW_IO}
+    build = {"status": "built", "precision": "int8", "profiles": PROFILES, "io": RAW_IO}
     build["fingerprint"] = {**FINGERPRINT, "gpu": 'GPU "quoted" \\ name'}
     spec = engine_spec("m_int8", build, "build.json", 250)
     assert ModelSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
     config = _parse(to_pbtxt(spec, ["a comment"]))
     assert config.parameters["built_for_gpu"].string_value == 'GPU "quoted" \\ name'
     assert config.dynamic_batching.max_queue_delay_microseconds == 250
-
-
-def test_builder_records_the_networks_io_tensors() -> None:
-    """build.json's io_tensors: names, numpy dtypes and shapes with -1 for the dynamic batch."""
-    dtypes = {"FLOAT": np.float32, "HALF": np.float16, "UINT8": np.uint8}
-    trt = SimpleNamespace(nptype=lambda t: dtypes[t])
-
-    def tensor(name: str, dtype: str, shape: tuple[int, ...]) -> SimpleNamespace:
-        return SimpleNamespace(name=name, dtype=dtype, shape=shape)
-
-    ins, outs = [tensor("images", "UINT8", (-1, 32, 32, 3))], [tensor("logits", "HALF", (-1, 10))]
-    network = SimpleNamespace(num_inputs=1, num_outputs=1, get_input=lambda i: ins[i], get_output=lambda i: outs[i])
-    assert builder.io_tensors(trt, network) == RAW_IO

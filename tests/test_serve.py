@@ -203,3 +203,44 @@ def test_a_server_that_is_not_ready_in_time_is_stopped(sp: ServingPython, prepar
         pytest.fail("the server cannot be ready within 0.5 s")
     assert server.proc is not None and server.proc.returncode is not None
     assert _group_gone(server.proc.pid)
+
+
+def _raw_pixel_model(dest: Path) -> Path:
+    """A tiny raw-pixel model: uint8 NHWC 32x32 in (as export.raw_input writes), logits out."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.arange(30, dtype=np.float32).reshape(3, 10) / 30.0, "w")
+    nodes = [
+        helper.make_node("Cast", ["images"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["f"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("GlobalAveragePool", ["nchw"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "raw",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["batch", 32, 32, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, dest)
+    return dest
+
+
+def test_a_raw_pixel_model_is_served_with_uint8_input(sp: ServingPython, prepared_tiny: Path, tmp_path: Path) -> None:
+    model = _raw_pixel_model(tmp_path / "raw.onnx")
+    spec = onnx_spec("raw", model, [{"min": 1, "opt": 4, "max": 16}], "cpu", "fp32", 500)
+    assert [(t.name, t.triton_dtype, t.dims) for t in spec.inputs] == [("images", "UINT8", (32, 32, 3))]
+    params = _params(prepared_tiny, tmp_path, concurrencies=[2], batch_size=3, requests=6, max_seconds=3.0)
+    args = _stage_args(prepared_tiny, tmp_path, params)
+    args[args.index("--onnx") + 1] = str(model)
+    run_stage("serve", args, prepared_tiny, env={"SERVE_PYTHON": sp.python})
+    summary = json.loads((tmp_path / "serve.json").read_text())
+    assert summary["onnxruntime"]["status"] == "ok", summary["onnxruntime"]
+    with open(tmp_path / "serve.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert int(row["requests"]) >= 1 and int(row["images"]) == 3 * int(row["requests"])

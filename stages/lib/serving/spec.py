@@ -3,7 +3,7 @@
 One :class:`ModelSpec` describes a model both in the Triton model repository (rendered as
 ``config.pbtxt`` by :func:`to_pbtxt`) and when the served benchmark puts it behind a Triton
 server, so the two cannot drift apart. The I/O is read from the artifact itself: the ONNX
-graph (onnx, imported only here) or the ``io_tensors`` a TensorRT build recorded in its
+graph (onnx, imported only here) or the ``io`` a TensorRT build recorded in its
 build.json (TensorRT is not needed to read it).
 """
 
@@ -99,17 +99,18 @@ def _split_batch(name: str, dtype: str, shape: list[int], where: str) -> TensorS
 
 
 def engine_io(build: dict[str, Any], where: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """(inputs, outputs) from a build.json's ``io_tensors``."""
-    tensors = build.get("io_tensors")
-    if not tensors:
+    """(inputs, outputs) from the I/O a build.json recorded (``io``: the parsed network's
+    input and output: name, numpy dtype, shape with -1 for the dynamic batch)."""
+    io = build.get("io")
+    if not io:
         raise InputFileError(
-            f"{where} records no io_tensors (an engine built by an older build stage): run `dvc repro -f build`"
+            f"{where} records no engine I/O (an engine built by an older build stage): run `dvc repro -f build`"
         )
-    specs = {
-        mode: tuple(_split_batch(t["name"], t["dtype"], t["shape"], where) for t in tensors if t["mode"] == mode)
-        for mode in ("input", "output")
-    }
-    return specs["input"], specs["output"]
+    t_in, t_out = io["input"], io["output"]
+    return (
+        (_split_batch(t_in["name"], t_in["dtype"], t_in["shape"], where),),
+        (_split_batch(t_out["name"], t_out["dtype"], t_out["shape"], where),),
+    )
 
 
 def onnx_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

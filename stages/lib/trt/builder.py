@@ -132,22 +132,8 @@ def build_engine(
         "timing_cache_warm": bool(timing_cache),
         "timing_cache_bytes_before": len(timing_cache or b""),
         "timing_cache_bytes_after": len(new_cache or b""),
-        "io_tensors": io_tensors(trt, network),
     }
     return BuildResult(engine_bytes, new_cache, report, layers, inspector)
-
-
-def io_tensors(trt: Any, network: Any) -> list[dict[str, Any]]:
-    """Name, direction, numpy dtype and shape (-1: dynamic) of each network input and output:
-    what serving needs to describe the engine (a Triton model configuration) without TensorRT."""
-    import numpy as np
-
-    tensors = [("input", network.get_input(i)) for i in range(network.num_inputs)]
-    tensors += [("output", network.get_output(i)) for i in range(network.num_outputs)]
-    return [
-        {"name": t.name, "mode": mode, "dtype": np.dtype(trt.nptype(t.dtype)).name, "shape": [int(d) for d in t.shape]}
-        for mode, t in tensors
-    ]
 
 
 def _tactic_sources(trt: Any, config: Any) -> int:
