@@ -16,6 +16,7 @@ from .lib import plot, targets
 from .lib.cli import run_main
 from .lib.io import write_json, write_text
 from .lib.results import Collected, collect, ok_records, where
+from .lib.serving.report import served_report
 from .lib.summary import status_lines, summary_markdown, target_rows
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,10 @@ def flat_metrics(c: Collected) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> None:
     c = collect(args.params, args.model_dir, args.fingerprint, args.data_meta)
-    write_plots(c, args.model_dir / "plots")
-    write_text(args.model_dir / "summary.md", summary_markdown(c, args.model_dir / "plots"))
+    plots = args.model_dir / "plots"
+    write_plots(c, plots)
+    served, _ = served_report(args.model_dir, plots)  # writes plots/served.png when anything was served
+    write_text(args.model_dir / "summary.md", summary_markdown(c, plots, served))
     write_json(args.model_dir / "metrics.json", flat_metrics(c))
     for line in status_lines(c):
         log.warning("%s", line.lstrip("- ").replace("**", ""))

@@ -61,7 +61,8 @@ def status_lines(c: Collected) -> list[str]:
     return [f"- **{status}**: {reason} ({', '.join(where)})" for (status, reason), where in grouped.items()]
 
 
-def summary_markdown(c: Collected, plots_dir: Path) -> str:
+def summary_markdown(c: Collected, plots_dir: Path, extra: list[str] | None = None) -> str:
+    """The whole summary; ``extra`` (sections other modules render) goes before the plots."""
     p = c.p
     lines = [f"# {p.model.name}: results", ""]
     if c.meta.get("synthetic"):
@@ -106,6 +107,7 @@ def summary_markdown(c: Collected, plots_dir: Path) -> str:
         layer = tables.layer_tables(c)
         if layer:
             lines += ["", "## Ten slowest layers per engine"] + layer
+    lines += extra or []
     plots = sorted(f"{plots_dir.name}/{f.name}" for f in plots_dir.glob("*.png"))
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(x).stem}]({x})" for x in plots]
