@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> None:
     cache = cache_file.read_bytes() if p.build.timing_cache and cache_file.is_file() else None
     calibrator = None
     if args.implicit_calibration:
+        common.require_implicit_calibrator(trt)  # says so before any calibration data is read
         from .lib.trt.calibrator import make_entropy_calibrator
 
         split = data.load_split(args.calib)

@@ -288,7 +288,7 @@ class TrtRunner(Runner):
             "tensorrt": self.trt.__version__,
             "engine": str(self.engine_path),
             "engine_mb": round(self.engine_path.stat().st_size / 2**20, 2),
-            "activation_memory_mb": round(int(self.engine.device_memory_size) / 2**20, 2),
+            "activation_memory_mb": round(common.device_memory_size(self.engine) / 2**20, 2),
             "profiles": [list(p) for p in self.profiles],
             "input_dtype": np.dtype(self.in_dtype).name,
         }

@@ -20,10 +20,6 @@ from .inspect import engine_information, parse_layers
 
 log = logging.getLogger(__name__)
 
-# cuBLAS/cuDNN tactics are optional since 8.x and absent from 10.x defaults; the GPU host's
-# bundle ships them as stubs, so they are always excluded.
-_EXCLUDED_TACTIC_SOURCES = ("CUBLAS", "CUBLAS_LT", "CUDNN")
-
 
 @dataclass
 class BuildResult:
@@ -54,14 +50,12 @@ def build_engine(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, p.workspace_mb * 2**20)
-    if hasattr(config, "builder_optimization_level"):
-        config.builder_optimization_level = p.opt_level
+    config.builder_optimization_level = p.opt_level
     if p.detailed_profiling:
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     config.set_tactic_sources(_tactic_sources(trt, config))
     mode = _set_precision(trt, config, network, precision, strongly, p.io_fp16)
     if calibrator is not None:
-        config.int8_calibrator = calibrator
         mode = "implicit INT8 calibration (IInt8EntropyCalibrator2)"
 
     input_name = network.get_input(0).name
@@ -74,7 +68,7 @@ def build_engine(
         calib = builder.create_optimization_profile()
         b = calibrator.get_batch_size()  # must equal the calibrator's batch exactly
         calib.set_shape(input_name, (b, *chw), (b, *chw), (b, *chw))
-        config.set_calibration_profile(calib)
+        common.set_int8_calibrator(config, calibrator, calib)
 
     cache = None
     if p.timing_cache:
@@ -123,12 +117,9 @@ def build_engine(
 
 
 def _tactic_sources(trt: Any, config: Any) -> int:
-    sources = int(config.get_tactic_sources())
-    for name in _EXCLUDED_TACTIC_SOURCES:
-        src = getattr(trt.TacticSource, name, None)
-        if src is not None:
-            sources &= ~(1 << int(src))
-    return sources
+    """The default tactic sources without cuBLAS/cuDNN: optional since 8.x, absent from 10.x
+    defaults, and stubs in the GPU host's 8.6 bundle."""
+    return common.without_library_tactics(trt, int(config.get_tactic_sources()))
 
 
 def _set_precision(trt: Any, config: Any, network: Any, precision: str, strongly: bool, io_fp16: bool) -> str:
@@ -142,9 +133,8 @@ def _set_precision(trt: Any, config: Any, network: Any, precision: str, strongly
         raise EngineError(
             f"this TensorRT ({trt.__version__}) has no FP16/INT8 builder flags; use build.strongly_typed=auto"
         )
-    config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
+    for flag in common.precision_flags(trt, precision):
+        config.set_flag(flag)
     if io_fp16:
         for i in range(network.num_inputs):
             network.get_input(i).dtype = trt.float16
