@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## create the virtual environment (.venv) with every dependency
 
-repro: setup  ## run the main experiment (GPU) or, without a CUDA GPU, the CPU profile
+repro: setup  ## run the main experiment (GPU) or, without a CUDA GPU, the CPU profile (NO_TENSORRT=1: without TensorRT)
+	@$(BIN)/python tools/gpu_extra.py --python $(BIN)/python $(if $(NO_TENSORRT),--no-tensorrt)
 	@if [ "$(HAS_GPU)" = 1 ]; then \
 	  PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro; \
 	else \

@@ -21,8 +21,9 @@ def import_tensorrt() -> Any:
         import tensorrt as trt
     except ImportError as exc:
         raise BackendUnavailable(
-            f"TensorRT is not importable in this interpreter ({exc}); install the [gpu] extra "
-            "or set TRT_PYTHON to an interpreter that has it"
+            f"TensorRT is not importable in this interpreter ({exc}); install the [gpu] extra ([gpu-cu12] for a "
+            "CUDA 12 driver) with --extra-index-url https://pypi.nvidia.com, or set TRT_PYTHON to an "
+            "interpreter that has it"
         ) from exc
     return trt
 
