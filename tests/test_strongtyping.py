@@ -104,6 +104,10 @@ def test_a_truncated_profile_gives_bounds_and_names_what_it_left_out() -> None:
     assert result.share == 0.0
     assert result.share_max == pytest.approx(min(4.5252 - 4.3759, 4 * 0.6426) / 4.5252)
     assert "input_QuantizeLinear" not in " ".join(result.unlisted) and "/fc/Gemm" not in result.unlisted
+    alone = st.fp32_share(None, _profile(listed, total=4.5252))  # no table: all unitemized time may be FP32
+    assert alone.unlisted is None and alone.share_max == pytest.approx((4.5252 - 4.3759) / 4.5252)
+    text = "\n".join(st.render(alone))
+    assert "nothing says which of the rest would run in FP32" in text and "needs a profile of every layer" in text
 
 
 def test_report_section_lists_the_layers_and_says_what_the_share_means() -> None:
@@ -117,15 +121,30 @@ def test_report_section_lists_the_layers_and_says_what_the_share_means() -> None
     assert "above 0%: an FP16 base for the unquantized parts (`calibrate.high_precision: fp16`) is worth" in high
     listed = list(zip(TABLE[2:5], TIMES[:3], strict=True))
     partial = "\n".join(st.render(st.fp32_share(TABLE, _profile(listed, total=4.5252))))
-    assert "**0.00% to 3.30% of layer time**: the profile itemizes 4.3759 of 4.5252 ms" in partial
+    assert "**0.00% to 3.30% of layer time**: the profile itemizes 4.3759 of 4.5252 ms and it leaves out" in partial
     assert "needs a profile of every layer" in partial and "`/fc/Gemm [profile 1]`" in partial
 
 
 def test_report_lines_from_the_stage_files_and_nothing_when_not_measured(tmp_path: Path) -> None:
     table, profile = tmp_path / "layers.json", tmp_path / "int8_layers.json"
-    assert st.report_lines(table, profile) == []
+    assert st.report_lines(profile, table) == []
     table.write_text(json.dumps(TABLE))
     profile.write_text(json.dumps({}))  # TensorRT skipped: the benchmark wrote no layer profile
-    assert st.report_lines(table, profile) == []
+    assert st.report_lines(profile, table) == []
     profile.write_text(json.dumps(PROFILE))
-    assert st.report_lines(table, profile) == st.render(st.fp32_share(TABLE, PROFILE))
+    assert st.report_lines(profile, table) == st.render(st.fp32_share(TABLE, PROFILE))
+
+
+def test_without_the_layer_table_the_profile_rows_own_type_and_kernel_decide() -> None:
+    """A profile whose rows carry the table's type and tactic classifies alone; the network
+    input's Q is told from a Q inside the network by its tensor name."""
+    by_name = {r["name"]: r for r in TABLE}
+    enriched = json.loads(json.dumps(PROFILE))
+    for row in enriched["tensorrt"]["layers"]:
+        row.update({k: by_name[row["layer"]].get(k, "") for k in ("type", "tactic")})
+    assert st.fp32_share(None, enriched).rows == st.fp32_share(TABLE, PROFILE).rows
+    inner_q = {"layer": "/layer1/Add_output_0_QuantizeLinear [profile 1]", "precision": "unknown", "ms_mean": 0.01}
+    enriched["tensorrt"]["layers"].append(inner_q)
+    assert inner_q["layer"] in {r["layer"] for r in st.fp32_share(None, enriched).rows}
+    bare = st.fp32_share(None, PROFILE)  # no type or kernel anywhere: the INT8 pool is not recognised
+    assert "/avgpool/GlobalAveragePool [profile 1]" in {r["layer"] for r in bare.rows}

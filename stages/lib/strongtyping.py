@@ -46,7 +46,7 @@ class StrongTypingShare:
     total_ms: float
     batch_size: int | None
     unprofiled_ms: float = 0.0  # layer time a truncated profile does not itemize
-    unlisted: list[str] = field(default_factory=list)  # FP32 layers of the table missing from the profile
+    unlisted: list[str] | None = field(default_factory=list)  # FP32 layers the profile misses; None: no table
     share_max: float = 0.0  # the share if every unlisted layer took as long as the fastest listed one
 
     @property
@@ -92,16 +92,27 @@ def _table(layers: list[dict[str, Any]] | None) -> tuple[dict[str, dict[str, Any
     return by_name, first
 
 
+def _reads_network_input(name: str, first: set[str] | None) -> bool:
+    """Whether a layer is the first of its profile; without a layer table, whether it quantizes
+    a tensor named like a graph input (the ONNX exporter names inner tensors "/module/..._output_0")."""
+    if first is not None:
+        return name in first
+    return "/" not in base_name(name).removesuffix("_QuantizeLinear")
+
+
 def fp32_share(layers: list[dict[str, Any]] | None, profile: dict[str, Any]) -> StrongTypingShare:
-    """Classify every profiled layer; ``profile`` is int8_layers.json or its "tensorrt" entry."""
+    """Classify every profiled layer. ``profile`` is int8_layers.json or its "tensorrt" entry;
+    ``layers`` the engine's layer table (type and kernel per layer). Without the table, the
+    profile rows' own "type"/"tactic" are used where they have them."""
     profile = profile.get("tensorrt", profile)
     by_name, first = _table(layers)
     listed = profile.get("layers") or []
     rows = []
     for p in listed:
-        t = by_name.get(p["layer"], {})
+        t = by_name.get(p["layer"], p)
         precision = str(t.get("precision") or p.get("precision") or "unknown")
-        why = fp32_reason(p["layer"], str(t.get("type", "")), precision, str(t.get("tactic", "")), p["layer"] in first)
+        reads_input = _reads_network_input(p["layer"], first if layers else None)
+        why = fp32_reason(p["layer"], str(t.get("type", "")), precision, str(t.get("tactic", "")), reads_input)
         if why is not None:
             rows.append(
                 {"layer": p["layer"], "precision": str(p.get("precision")), "ms_mean": p["ms_mean"], "why": why}
@@ -119,14 +130,19 @@ def fp32_share(layers: list[dict[str, Any]] | None, profile: dict[str, Any]) -> 
     ]
     fp32_ms = sum(r["ms_mean"] for r in rows)
     fastest = min((p["ms_mean"] for p in listed), default=0.0)
-    bound = fp32_ms + min(unprofiled, len(unlisted) * fastest) if unprofiled > 1e-3 else fp32_ms
+    if unprofiled <= 1e-3:
+        bound = fp32_ms
+    elif layers:  # each left-out FP32 layer is at most as slow as the fastest listed one
+        bound = fp32_ms + min(unprofiled, len(unlisted) * fastest)
+    else:  # nothing says which layers the unitemized time belongs to
+        bound = fp32_ms + unprofiled
     return StrongTypingShare(
         rows=sorted(rows, key=lambda r: -r["ms_mean"]),
         fp32_ms=fp32_ms,
         total_ms=total,
         batch_size=profile.get("batch_size"),
         unprofiled_ms=unprofiled,
-        unlisted=unlisted,
+        unlisted=unlisted if layers else None,
         share_max=bound / total if total > 0 else 0.0,
     )
 
@@ -149,11 +165,14 @@ def render(result: StrongTypingShare, threshold: float = THRESHOLD) -> list[str]
         measured = f"**{share} of layer time** ({result.fp32_ms:.4f} of {result.total_ms:.4f} ms)"
         low, high = result.share, result.share
     else:
-        missing = ", ".join(f"`{n}`" for n in result.unlisted) or "none"
+        if result.unlisted is None:
+            missing = "without the engine's layer table nothing says which of the rest would run in FP32"
+        else:
+            names = ", ".join(f"`{n}`" for n in result.unlisted) or "none"
+            missing = f"it leaves out these layers that would run in FP32: {names}"
         measured = (
             f"**{share} to {100 * result.share_max:.2f}% of layer time**: the profile itemizes "
-            f"{result.total_ms - result.unprofiled_ms:.4f} of {result.total_ms:.4f} ms and leaves out "
-            f"these layers that would run in FP32: {missing}"
+            f"{result.total_ms - result.unprofiled_ms:.4f} of {result.total_ms:.4f} ms and {missing}"
         )
         low, high = result.share, result.share_max
     if high <= threshold:
@@ -167,12 +186,13 @@ def render(result: StrongTypingShare, threshold: float = THRESHOLD) -> list[str]
     return [*lines, "", f"{measured}; {verdict}.", ""]
 
 
-def report_lines(layer_table: str | Path, layer_profile: str | Path) -> list[str]:
-    """The section from an INT8 engine's layers.json and the benchmark's int8_layers.json;
-    nothing when either is missing or the profile has no TensorRT layers (not measured)."""
-    if not (Path(layer_table).is_file() and Path(layer_profile).is_file()):
+def report_lines(layer_profile: str | Path, layer_table: str | Path | None = None) -> list[str]:
+    """The section from the benchmark's int8_layers.json (and the INT8 engine's layers.json when
+    given and present); nothing when the profile is missing or has no TensorRT layers."""
+    if not Path(layer_profile).is_file():
         return []
     profile = read_json(layer_profile)
     if not (isinstance(profile, dict) and (profile.get("tensorrt") or {}).get("layers")):
         return []
-    return render(fp32_share(read_json(layer_table), profile))
+    table = read_json(layer_table) if layer_table is not None and Path(layer_table).is_file() else None
+    return render(fp32_share(table, profile))
