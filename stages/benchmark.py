@@ -21,7 +21,8 @@ from .lib.errors import BackendUnavailable, PipelineError, UnsupportedCombinatio
 from .lib.fanout import add_arguments, passthrough, per_backend, status_of
 from .lib.io import write_csv, write_json, write_text
 from .lib.params import Params, load_params
-from .lib.runners import Artifacts, Runner, create_runner
+from .lib.runners.base import Artifacts, Runner
+from .lib.runners.registry import create_runner
 from .lib.timing import TimedOp, measure, span_budgeted, summarize
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def _cuda_mem() -> float | None:
     try:
         from .lib import cuda
 
-        cuda.check(cuda._runtime().cudaFree(0))  # create the context before the baseline
+        cuda.init_context()  # the context itself belongs to the baseline
         return cuda.mem_used_mb()
     except (PipelineError, ImportError):
         return None

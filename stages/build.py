@@ -18,8 +18,8 @@ from .lib.errors import OnnxModelError
 from .lib.interpreter import run_module, trt_python
 from .lib.io import read_json, write_bytes, write_json
 from .lib.params import load_params
-from .lib.runners.trt_runner import BUILD_FILE, ENGINE_FILE, LAYERS_FILE
 from .lib.trt import common
+from .lib.trt.engine import BUILD_FILE, ENGINE_FILE, LAYERS_FILE
 from .lib.trt.fingerprint import describe
 
 log = logging.getLogger(__name__)

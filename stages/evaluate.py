@@ -23,7 +23,8 @@ from .lib.fanout import add_arguments, passthrough, per_backend, status_of
 from .lib.io import read_json, write_json
 from .lib.params import Params, load_params
 from .lib.progress import progress
-from .lib.runners import Artifacts, create_runner
+from .lib.runners.base import Artifacts
+from .lib.runners.registry import create_runner
 
 log = logging.getLogger(__name__)
 

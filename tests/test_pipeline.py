@@ -48,7 +48,7 @@ class Repo:
         )
         self.env.pop("PYTHONPATH", None)
 
-    def run(self, *args: str, check: bool = True, timeout: int = 600) -> str:
+    def run(self, *args: str, check: bool = True, timeout: int = 1200) -> str:
         proc = subprocess.run(list(args), cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout)
         out = proc.stdout + proc.stderr
         if check and proc.returncode != 0:
@@ -137,7 +137,8 @@ def test_repo_default_is_the_tiny_setup(repo: Repo) -> None:
 
 def test_first_repro_runs_every_stage(repo: Repo, stage_names: list[str], first_repro: str) -> None:
     assert sorted(ran(first_repro)) == sorted(stage_names)
-    assert len(stage_names) == 16
+    assert len(stage_names) == 17
+    assert ran(first_repro)[0] == "validate"
     assert unchanged(first_repro) == []
     lock = yaml.safe_load((repo.path / "dvc.lock").read_text())
     assert sorted(lock["stages"]) == sorted(stage_names)
@@ -226,7 +227,7 @@ def test_exp_run_precision_int8_reruns_only_what_depends_on_it(repo: Repo, first
     params = yaml.safe_load((repo.path / "params.yaml").read_text())
     assert params["precisions"] == ["int8"]
 
-    assert sorted(ran(out)) == ["gate", "probe", "report"]
+    assert sorted(ran(out)) == ["gate", "probe", "report", "validate"]
     skipped = set(unchanged(out))
     assert {"build@int8", "evaluate@int8", "benchmark@int8", *UPSTREAM} <= skipped
     for name in ("build@fp32", "evaluate@fp16", "benchmark@fp32"):  # not in this pipeline at all
@@ -280,3 +281,70 @@ def test_dvc_views_show_the_metrics(repo: Repo) -> None:
     assert "accuracy.png" in html
     repo.dvc("plots", "diff", "HEAD")
     assert "test_top1" in (repo.path / "dvc_plots" / "index.html").read_text()
+
+
+# -- what a change reruns, and what a bad value leaves alone ----------------------------------
+
+
+def _fingerprints(repo: Repo, rels: list[str]) -> dict[str, str]:
+    """sha256 of every file under each path (DVC may re-link a cached file; its content stays)."""
+    import hashlib
+
+    out = {}
+    for rel in rels:
+        root = repo.path / rel
+        for f in [root] if root.is_file() else sorted(root.rglob("*")):
+            if f.is_file():
+                out[str(f.relative_to(repo.path))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("train.epochs=-1", "train.epochs: must be >= 0, got -1"),
+        ("data.calib_size=999999", "data.calib_size: 999999 exceeds the 1024 training images"),
+    ],
+)
+def test_a_bad_value_fails_first_and_leaves_every_output_in_place(repo: Repo, override: str, needle: str) -> None:
+    outputs = ["data/prepared", f"artifacts/{MODEL}", D]
+    before = _fingerprints(repo, outputs)
+    assert f"artifacts/{MODEL}/checkpoint.pt" in before and "data/prepared/train.npz" in before
+    params = (repo.path / "params.yaml").read_text()
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", override],
+        cwd=repo.path,
+        env=repo.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert ran(out) == ["validate"], out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: validate: ") and needle in errors[0], out[-3000:]
+    assert "decode" not in out  # nothing was loaded
+    assert _fingerprints(repo, outputs) == before
+    (repo.path / "params.yaml").write_text(params)
+
+
+def test_editing_a_library_module_reruns_exactly_its_stages_and_what_they_feed(repo: Repo) -> None:
+    """onnxgraph.py is imported by export (topological sort) and calibrate (Q/DQ placement):
+    DVC sees both change and nothing else; a new Q/DQ node name changes int8.onnx only, so the
+    INT8 stages and the report rerun, and the FP32/FP16 ones do not."""
+    assert "probe" in repo.dvc("status")  # always changed; otherwise the workspace is up to date
+    assert not re.search(r"^(?!probe)\S+:$", repo.dvc("status"), re.M)
+    module = repo.path / "stages" / "lib" / "onnxgraph.py"
+    code = module.read_text()
+    assert '_{tag}_Q"' in code
+    module.write_text(code.replace('_{tag}_Q"', '_{tag}_quantize"'))
+    status = repo.dvc("status")
+    changed = set(re.findall(r"^(\S+):$", status, re.M))
+    assert changed == {"export", "calibrate", "probe"}, status
+    assert status.count("stages/lib/onnxgraph.py") == 2
+
+    out = repo.dvc("repro")
+    int8 = {"build@int8", "evaluate@int8", "benchmark@int8"}
+    assert set(ran(out)) == {"probe", "export", "calibrate", *int8, "report", "gate"}
+    assert {"train", "prepare", "build@fp32", "evaluate@fp16", "benchmark@fp32"} <= set(unchanged(out))

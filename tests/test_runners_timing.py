@@ -14,8 +14,8 @@ import pytest
 from stages.lib import data, timing
 from stages.lib.errors import BackendUnavailable, OnnxModelError, UnsupportedCombination
 from stages.lib.params import BACKENDS, Params, params_from_dict
-from stages.lib.runners import Artifacts, Runner, create_runner
-from stages.lib.runners.base import bench_input
+from stages.lib.runners.base import Artifacts, Runner, bench_input
+from stages.lib.runners.registry import create_runner
 from stages.lib.timing import TimedOp, Timing, measure, measure_span, span_budgeted, summarize
 from tests.conftest import TINY, compose
 

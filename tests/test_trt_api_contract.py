@@ -106,8 +106,10 @@ def test_checker_resolves_module_chains_subclasses_and_returned_objects(surfaces
 def test_checker_rejects_receiver_names_the_map_does_not_know(surfaces: contract.Surfaces) -> None:
     """A TensorRT object in a variable the map does not name would escape the check."""
     code = """
-        def f(runtime, plan, ctx, name, cfg):
+        def f(runtime, plan, ctx, name, cfg, builder):
             eng = runtime.deserialize_cuda_engine(plan)
+            cfgx: Any = builder.create_builder_config()
+            calib: Any = builder.create_optimization_profile()
             context = eng.create_execution_context()
             engine = runtime.get_plugin_registry()
             config = ctx.get_tensor_shape(name)
@@ -115,6 +117,8 @@ def test_checker_rejects_receiver_names_the_map_does_not_know(surfaces: contract
     """
     problems = "\n".join(_check(surfaces, code))
     assert "'eng' holds a tensorrt.ICudaEngine: map it to 'ICudaEngine' in RECEIVERS" in problems
+    assert "'cfgx' holds a tensorrt.IBuilderConfig: map it to 'IBuilderConfig'" in problems
+    assert "'calib'" not in problems  # annotated Any and mapped to IOptimizationProfile
     assert "Runtime.get_plugin_registry() is assigned to 'engine': add what it returns to RETURNS" in problems
     assert "IExecutionContext.get_tensor_shape() is assigned to 'config'" in problems
     assert "getattr() on a TensorRT object with a computed name" in problems
@@ -126,3 +130,21 @@ def test_receiver_map_names_classes_every_supported_version_has(surfaces: contra
         assert all(isinstance(s.get(cls), list) for s in surfaces.values()), cls
     for (cls, attr), _ in contract.RETURNS.items():
         assert all(attr in s[cls] for s in surfaces.values()), f"{cls}.{attr}"  # type: ignore[operator]
+
+
+def test_a_receiver_name_the_module_types_as_its_own_class_is_not_tensorrts(surfaces: contract.Surfaces) -> None:
+    """The engine wrapper (stages/lib/trt/engine.py) is held as ``self.engine: Engine``; an
+    unannotated ``engine`` stays an ICudaEngine."""
+    code = """
+        class Runner:
+            def __init__(self, path) -> None:
+                self.engine: Engine | None = Engine.load(path)
+
+            def run(self, batch):
+                return self.engine.execute(batch)
+
+        def size(engine):
+            return engine.execute(1)
+    """
+    problems = _check(surfaces, code)
+    assert problems == [problems[0]] and "snippet.py:10: ICudaEngine.execute is missing" in problems[0]

@@ -25,6 +25,8 @@ TRT_SIDE = [
     "stages.evaluate",
     "stages.benchmark",
     "stages.lib.runners.trt_runner",
+    "stages.lib.runners.trt_modes",
+    "stages.lib.trt.engine",
     "stages.lib.trt.builder",
     "stages.lib.trt.calibrator",
     "stages.lib.trt.inspect",
@@ -391,15 +393,14 @@ def test_failing_trt_interpreter_fails_the_stage_with_its_exit_code(project: Pat
 
 
 def test_profile_selection_prefers_closest_opt_and_rejects_out_of_range() -> None:
-    from stages.lib.runners.trt_runner import TrtRunner
+    from stages.lib.trt.engine import pick_profile
 
-    runner = TrtRunner("int8", Path("e"), {}, 32)
-    runner.profiles = [(1, 1, 1), (2, 256, 1024)]
-    runner.engine_path = Path("e/model.engine")
-    assert runner.profile_for(1) == 0
-    assert runner.profile_for(64) == 1
-    with pytest.raises(EngineError, match=r"batch size 2048 is outside .*\[1..1\], \[2..1024\]"):
-        runner.profile_for(2048)
+    profiles, path = [(1, 1, 1), (2, 256, 1024)], Path("e/model.engine")
+    assert pick_profile(profiles, 1, path) == 0
+    assert pick_profile(profiles, 64, path) == 1
+    assert pick_profile([(1, 1, 64), (2, 256, 1024)], 32, path) == 0  # the closer opt wins
+    with pytest.raises(EngineError, match=r"batch size 2048 is outside .*e/model.engine .*\[1..1\], \[2..1024\]"):
+        pick_profile(profiles, 2048, path)
 
 
 @pytest.mark.parametrize(

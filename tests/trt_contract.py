@@ -10,6 +10,9 @@ resolves what each attribute access is made on:
   instance of that TensorRT class; RETURNS gives the class (or a plain value) that a method
   call or attribute read on one yields, so chains like ``network.get_input(0).name`` resolve.
 
+A receiver name that the module annotates with a type other than ``Any`` (``self.engine:
+Engine``) holds one of the project's own objects there and is not checked.
+
 A name that a supported version lacks is a violation unless the module is
 stages/lib/trt/common.py and that name appears there in ``hasattr(x, "NAME")`` or
 ``getattr(x, "NAME", default)`` (feature detection lives in one place). Elsewhere ``hasattr`` or
@@ -101,6 +104,8 @@ class Checker(ast.NodeVisitor):
     def __init__(self, surfaces: Surfaces, path: str, feature_module: bool) -> None:
         self.surfaces, self.path, self.feature_module = surfaces, path, feature_module
         self.detected: set[str] = set()
+        self.declared_vars: set[str] = set()  # the module types these as its own classes
+        self.declared_attrs: set[str] = set()
         self.problems: list[str] = []
 
     # -- types -----------------------------------------------------------------------------
@@ -108,13 +113,13 @@ class Checker(ast.NodeVisitor):
     def type_of(self, node: ast.AST) -> T | None:
         """What ``node`` holds if it is a TensorRT thing; None when unknown or not TensorRT."""
         if isinstance(node, ast.Name):
-            return self._named(node.id)
+            return None if node.id in self.declared_vars else self._named(node.id)
         if isinstance(node, ast.IfExp):
             return self.type_of(node.body) or self.type_of(node.orelse)
         if isinstance(node, ast.Attribute):
             base = self.type_of(node.value)
             if base is None:
-                return self._named(node.attr)
+                return None if node.attr in self.declared_attrs else self._named(node.attr)
             return self._member(base, node.attr)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             base = self.type_of(node.func.value)
@@ -211,6 +216,11 @@ class Checker(ast.NodeVisitor):
             self._assigned(node, node.targets[0], node.value)
         self.generic_visit(node)
 
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is not None and _is_any(node.annotation):
+            self._assigned(node, node.target, node.value)
+        self.generic_visit(node)
+
     def _assigned(self, node: ast.AST, target: ast.AST, value: ast.AST) -> None:
         """A TensorRT object must land in a name the receiver map gives the same class."""
         if isinstance(target, ast.Name):
@@ -245,10 +255,34 @@ def detected_names(tree: ast.AST) -> set[str]:
     return names
 
 
+def _is_any(annotation: ast.AST) -> bool:
+    return (isinstance(annotation, ast.Name) and annotation.id == "Any") or (
+        isinstance(annotation, ast.Attribute) and annotation.attr == "Any"
+    )
+
+
+def declared_names(tree: ast.AST) -> tuple[set[str], set[str]]:
+    """Variables and attributes the module annotates with a type other than Any (``def
+    f(engine: Engine)``, ``self.engine: Engine | None``): its own objects, not TensorRT's,
+    whatever the receiver map says. TensorRT objects are annotated Any (tensorrt ships no types)."""
+    variables, attributes = set(), set()
+    fields = {id(item) for node in ast.walk(tree) if isinstance(node, ast.ClassDef) for item in node.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign) and not _is_any(node.annotation):
+            if isinstance(node.target, ast.Attribute):
+                attributes.add(node.target.attr)
+            elif isinstance(node.target, ast.Name):  # a class-body one is a (dataclass) field
+                (attributes if id(node) in fields else variables).add(node.target.id)
+        elif isinstance(node, ast.arg) and node.annotation is not None and not _is_any(node.annotation):
+            variables.add(node.arg)
+    return variables, attributes
+
+
 def check_source(source: str, path: str, surfaces: Surfaces, feature_module: bool = False) -> list[str]:
     """Every contract violation in ``source``, as 'path:line: what and how to fix it'."""
     tree = ast.parse(source)
     checker = Checker(surfaces, path, feature_module)
+    checker.declared_vars, checker.declared_attrs = declared_names(tree)
     if feature_module:
         checker.detected = detected_names(tree)
     checker.visit(tree)

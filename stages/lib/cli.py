@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from .errors import PipelineError
+from .errors import ChildFailed, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,6 @@ def run_main(stage: str, body: Callable[[], None]) -> int:
     Unexpected exceptions keep their traceback: they are bugs, not user errors.
     """
     configure_logging()
-    from .interpreter import ChildFailed
-
     try:
         body()
     except ChildFailed as exc:  # the child already printed its one-line error

@@ -44,6 +44,7 @@ CIFAR10_CLASSES = (
 )
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_TRAIN_IMAGES = 50_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 LAYOUT_HELP = (
@@ -79,45 +80,71 @@ class RawDataset:
 def load_raw(raw_dir: str | Path, source: str = "auto", download: bool = False) -> RawDataset:
     """Load CIFAR-10 from ``raw_dir`` in any accepted layout (see module docstring)."""
     raw = Path(raw_dir)
-    finders = {
-        "pickle": _find_pickle,
-        "folder": _find_folder,
-    }
-    order = list(finders) if source == "auto" else [source]
-    for kind in order:
-        loader = finders[kind](raw)
-        if loader is not None:
-            return loader()
+    found = _locate(raw, source)
+    if found is not None:
+        kind, path = found
+        return _LOADERS[kind](path)
     if download and source in ("auto", "pickle"):
-        archive = _download(raw)
-        return _load_pickle_tar(archive)
+        return _load_pickle_tar(_download(raw))
+    raise _not_found(raw)
+
+
+def count_train_images(raw_dir: str | Path, source: str = "auto", download: bool = False) -> int:
+    """How many training images :func:`load_raw` would load, without decoding any image (a
+    folder archive's member names are read, not its images)."""
+    raw = Path(raw_dir)
+    found = _locate(raw, source)
+    if found is None:
+        if download and source in ("auto", "pickle"):
+            return CIFAR10_TRAIN_IMAGES
+        raise _not_found(raw)
+    kind, path = found
+    if kind in ("pickle-dir", "pickle-tar"):
+        return CIFAR10_TRAIN_IMAGES  # the official batches: 5 x 10,000
+    if kind == "folder-tree":
+        return sum(1 for f in (path / "train").glob("*/*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            return sum(1 for m in tar if m.isfile() and _archive_entry(m.name)[0] == "train")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DatasetError(f"{path}: not a readable archive ({exc}); {LAYOUT_HELP}") from exc
+
+
+def _not_found(raw: Path) -> DatasetError:
     found = sorted(p.name for p in raw.iterdir()) if raw.is_dir() else []
-    raise DatasetError(
+    return DatasetError(
         f"no CIFAR-10 found in {raw}/ (it holds: {', '.join(found) or 'nothing'}); "
         f"{LAYOUT_HELP}; or set data.download=true on a machine with network"
     )
 
 
-def _find_pickle(raw: Path):  # type: ignore[no-untyped-def]
-    folder = raw / "cifar-10-batches-py"
-    if folder.is_dir():
-        return lambda: _load_pickle_dir(folder)
-    archive = raw / "cifar-10-python.tar.gz"
-    if archive.is_file():
-        return lambda: _load_pickle_tar(archive)
+def _locate(raw: Path, source: str) -> tuple[str, Path] | None:
+    """(layout kind, path) of the first accepted layout in ``raw`` for ``source``, or None."""
+    for kind in ("pickle", "folder") if source == "auto" else (source,):
+        if kind == "pickle":
+            if (raw / "cifar-10-batches-py").is_dir():
+                return "pickle-dir", raw / "cifar-10-batches-py"
+            if (raw / "cifar-10-python.tar.gz").is_file():
+                return "pickle-tar", raw / "cifar-10-python.tar.gz"
+        elif kind == "folder":
+            for root in [raw, *sorted(p for p in raw.glob("*") if p.is_dir())]:
+                if (root / "train").is_dir() and (root / "test").is_dir():
+                    return "folder-tree", root
+            archives = sorted(
+                p for p in raw.glob("*") if p.name.endswith((".tar.gz", ".tgz")) and p.name != "cifar-10-python.tar.gz"
+            )
+            if archives:
+                return "folder-tar", archives[0]
     return None
 
 
-def _find_folder(raw: Path):  # type: ignore[no-untyped-def]
-    for root in [raw, *sorted(p for p in raw.glob("*") if p.is_dir())]:
-        if (root / "train").is_dir() and (root / "test").is_dir():
-            return lambda root=root: _load_folder_tree(root)
-    archives = sorted(
-        p for p in raw.glob("*") if p.name.endswith((".tar.gz", ".tgz")) and p.name != "cifar-10-python.tar.gz"
-    )
-    if archives:
-        return lambda: _load_folder_tar(archives[0])
-    return None
+def _archive_entry(name: str) -> tuple[str | None, str, str]:
+    """(split, class, file) of an archive member path ``.../<split>/<class>/<file>`` that is an
+    image, else (None, "", "")."""
+    parts = name.strip("./").split("/")
+    if len(parts) < 3 or parts[-3] not in ("train", "test") or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
+        return None, "", ""
+    return parts[-3], parts[-2], parts[-1]
 
 
 def _unpickle(blob: bytes, name: str) -> dict:
@@ -236,11 +263,8 @@ def _load_folder_tar(archive: Path) -> RawDataset:
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
-                parts = member.name.strip("./").split("/")
-                if not member.isfile() or len(parts) < 3:
-                    continue
-                split, cls, fname = parts[-3], parts[-2], parts[-1]
-                if split in files and fname.lower().endswith(IMAGE_SUFFIXES):
+                split, cls, _ = _archive_entry(member.name)
+                if member.isfile() and split is not None:
                     blob = tar.extractfile(member).read()  # type: ignore[union-attr]
                     files[split].setdefault(cls, []).append((f"{archive}:{member.name}", blob))
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -273,6 +297,14 @@ def _download(raw: Path) -> Path:
         raise DatasetError(f"downloaded archive has md5 {digest}, expected {CIFAR10_MD5}")
     part.rename(dest)
     return dest
+
+
+_LOADERS = {
+    "pickle-dir": _load_pickle_dir,
+    "pickle-tar": _load_pickle_tar,
+    "folder-tree": _load_folder_tree,
+    "folder-tar": _load_folder_tar,
+}
 
 
 # -- synthetic data ------------------------------------------------------------------------

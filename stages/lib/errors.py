@@ -68,3 +68,11 @@ class EngineMismatchError(EngineError):
 
 class QualityGateError(PipelineError):
     """A reduced-precision model lost more accuracy than the budget allows."""
+
+
+class ChildFailed(PipelineError):
+    """A child stage process failed; it has already printed its own one-line error."""
+
+    def __init__(self, exit_code: int, what: str) -> None:
+        self.exit_code = exit_code
+        super().__init__(f"{what} failed (exit {exit_code})")

@@ -84,25 +84,3 @@ def _without_pretrained(p: ModelParams) -> ModelParams:
     import dataclasses
 
     return dataclasses.replace(p, pretrained=False)
-
-
-def macs_per_image(model: nn.Module, image_size: int) -> int:
-    """Multiply-accumulates of one forward pass (convolutions and linear layers)."""
-    total = 0
-
-    def conv_hook(mod: nn.Conv2d, _inp: Any, out: torch.Tensor) -> None:
-        nonlocal total
-        k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
-        total += int(out[0].numel()) * k
-
-    def fc_hook(mod: nn.Linear, _inp: Any, out: torch.Tensor) -> None:
-        nonlocal total
-        total += mod.in_features * mod.out_features
-
-    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    hooks += [m.register_forward_hook(fc_hook) for m in model.modules() if isinstance(m, nn.Linear)]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, image_size, image_size))
-    for h in hooks:
-        h.remove()
-    return total

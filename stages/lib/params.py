@@ -131,12 +131,9 @@ class QualityParams:
 
 
 @dataclass(frozen=True)
-class TargetsParams:
-    """Performance targets the report checks; informative, they never fail the run.
-    None (or an empty mapping) leaves a target unchecked."""
+class GpuTargets:
+    """Performance targets on one GPU model; None (or an empty mapping) leaves one unchecked."""
 
-    enabled: bool  # false: the report says the targets are not checked in this profile
-    hardware: str | None  # the GPU the targets are set for, named in the report
     int8_min_ips: float | None  # TensorRT INT8 best GPU-compute img/s over batch sizes
     int8_vs_compile_fp16: float | None  # that over torch_compile FP16's best compute img/s
     batch1_max_ms: dict[str, float]  # precision -> TensorRT batch-1 compute p50 ms
@@ -148,6 +145,19 @@ class TargetsParams:
         """Whether any target is set."""
         singles = (self.int8_min_ips, self.int8_vs_compile_fp16, self.int8_max_top1_drop, self.pipelined_within)
         return bool(self.batch1_max_ms) or any(v is not None for v in singles)
+
+
+@dataclass(frozen=True)
+class TargetsParams:
+    """Performance targets the report checks, per GPU model (the probe's GPU name);
+    informative, they never fail the run."""
+
+    enabled: bool  # false: the report says the targets are not checked in this profile
+    gpus: dict[str, GpuTargets]
+
+    def for_gpu(self, gpu: str | None) -> GpuTargets | None:
+        """The targets set for ``gpu`` (None where there are none)."""
+        return self.gpus.get(gpu) if gpu else None
 
 
 @dataclass(frozen=True)
@@ -306,23 +316,27 @@ def _fallback_problems(c: CalibrateParams) -> list[str]:
     return problems
 
 
-def _targets_problems(t: TargetsParams) -> list[str]:
-    """targets: positive limits, known precisions, and the hardware named when any is set."""
+def _targets_problems(targets: TargetsParams) -> list[str]:
+    """targets.gpus: named GPUs, positive limits, known precisions."""
     problems: list[str] = []
-    for name, value in (("int8_min_ips", t.int8_min_ips), ("int8_vs_compile_fp16", t.int8_vs_compile_fp16)):
-        if value is not None and value <= 0:
-            problems.append(f"targets.{name}: must be > 0 (or null: not checked), got {value}")
-    for prec, ms in t.batch1_max_ms.items():
-        if prec not in PRECISIONS:
-            problems.append(f"targets.batch1_max_ms: unknown precision {prec!r}; valid: {', '.join(PRECISIONS)}")
-        elif ms <= 0:
-            problems.append(f"targets.batch1_max_ms.{prec}: must be > 0 ms, got {ms}")
-    if t.int8_max_top1_drop is not None and t.int8_max_top1_drop < 0:
-        problems.append(f"targets.int8_max_top1_drop: must be >= 0 points, got {t.int8_max_top1_drop}")
-    if t.pipelined_within is not None and not 0.0 <= t.pipelined_within < 1.0:
-        problems.append(f"targets.pipelined_within: must be a fraction in [0, 1) (0.15: 15%), got {t.pipelined_within}")
-    if t.configured and not (t.hardware or "").strip():
-        problems.append("targets.hardware: name the GPU the targets are for (e.g. 'NVIDIA H100')")
+    for gpu, t in targets.gpus.items():
+        where = f"targets.gpus[{gpu!r}]"
+        if not str(gpu).strip():
+            problems.append("targets.gpus: a GPU name is empty (use the probe's name, e.g. 'NVIDIA H200')")
+        for name, value in (("int8_min_ips", t.int8_min_ips), ("int8_vs_compile_fp16", t.int8_vs_compile_fp16)):
+            if value is not None and value <= 0:
+                problems.append(f"{where}.{name}: must be > 0 (or null: not checked), got {value}")
+        for prec, ms in t.batch1_max_ms.items():
+            if prec not in PRECISIONS:
+                problems.append(f"{where}.batch1_max_ms: unknown precision {prec!r}; valid: {', '.join(PRECISIONS)}")
+            elif ms <= 0:
+                problems.append(f"{where}.batch1_max_ms.{prec}: must be > 0 ms, got {ms}")
+        if t.int8_max_top1_drop is not None and t.int8_max_top1_drop < 0:
+            problems.append(f"{where}.int8_max_top1_drop: must be >= 0 points, got {t.int8_max_top1_drop}")
+        if t.pipelined_within is not None and not 0.0 <= t.pipelined_within < 1.0:
+            problems.append(
+                f"{where}.pipelined_within: must be a fraction in [0, 1) (0.15: 15%), got {t.pipelined_within}"
+            )
     return problems
 
 

@@ -36,14 +36,7 @@ def make_entropy_calibrator(trt: Any, batches: list[np.ndarray], cache_path: Pat
                 return None
             batch = self.batches[self.index]
             self.index += 1
-            cuda.check(
-                cuda._runtime().cudaMemcpy(
-                    self.buffer.ptr,
-                    batch.ctypes.data,
-                    batch.nbytes,
-                    cuda._runtime().cudaMemcpyKind.cudaMemcpyHostToDevice,
-                )
-            )
+            cuda.copy_htod(self.buffer.ptr, batch.ctypes.data, batch.nbytes)
             return [self.buffer.ptr]
 
         def read_calibration_cache(self) -> bytes | None:
