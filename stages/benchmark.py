@@ -83,7 +83,8 @@ def bench_runner(runner: Runner, backend: str, p: Params) -> list[dict[str, Any]
     if gpu:
         rows += pipelined_rows(runner, max(sizes), p)
         rows += concurrent_rows(runner, max(sizes), p)
-    return rows
+    spec = runner.input_spec()  # what crossed to the device: uint8 for raw-pixel models
+    return [{**r, "input_dtype": spec.dtype, "input_layout": spec.layout} for r in rows]
 
 
 def _span_row(

@@ -111,7 +111,8 @@ class FakeContext:
     def execute_async_v3(self, stream: int) -> bool:
         b = self.shape[0]
         n = b * int(np.prod(CHW))
-        x = MEMORY[self.addr["input"]][: n * 4].view(np.float32).reshape(b, -1)
+        dtype = np.uint8 if self.eng.raw else np.float32
+        x = MEMORY[self.addr["input"]][: n * np.dtype(dtype).itemsize].view(dtype).reshape(b, -1).astype(np.float32)
         out = x.sum(1, keepdims=True) * np.arange(1, CLASSES + 1, dtype=np.float32)
         MEMORY[self.addr["logits"]][: out.nbytes] = out.astype(np.float32).view(np.uint8).reshape(-1)
         self.runs += 1
@@ -119,8 +120,9 @@ class FakeContext:
 
 
 class FakeEngine:
-    def __init__(self, profiles: list[tuple[int, int, int]], v2: bool) -> None:
-        self.profiles, self.num_io_tensors, self.contexts = profiles, 2, []
+    def __init__(self, profiles: list[tuple[int, int, int]], v2: bool, raw: bool = False) -> None:
+        self.profiles, self.num_io_tensors, self.contexts, self.raw = profiles, 2, [], raw
+        self.dims = (CHW[1], CHW[2], CHW[0]) if raw else CHW  # raw-pixel engines take uint8 NHWC
         self.num_optimization_profiles = len(profiles)
         if v2:
             self.device_memory_size_v2 = 3 * 2**20
@@ -134,20 +136,20 @@ class FakeEngine:
         return "in" if name == "input" else "out"
 
     def get_tensor_dtype(self, name: str) -> str:
-        return "f32"
+        return "u8" if self.raw and name == "input" else "f32"
 
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-        return (-1, *CHW) if name == "input" else (-1, CLASSES)
+        return (-1, *self.dims) if name == "input" else (-1, CLASSES)
 
     def get_tensor_profile_shape(self, name: str, k: int) -> list[tuple[int, ...]]:
-        return [(b, *CHW) for b in self.profiles[k]]
+        return [(b, *self.dims) for b in self.profiles[k]]
 
     def create_execution_context(self) -> FakeContext:
         self.contexts.append(FakeContext(self))
         return self.contexts[-1]
 
 
-def _fake_trt(profiles: list[tuple[int, int, int]], v2: bool = True) -> Any:
+def _fake_trt(profiles: list[tuple[int, int, int]], v2: bool = True, raw: bool = False) -> Any:
     engines: list[FakeEngine] = []
 
     class Runtime:
@@ -155,7 +157,7 @@ def _fake_trt(profiles: list[tuple[int, int, int]], v2: bool = True) -> Any:
             self.logger = logger
 
         def deserialize_cuda_engine(self, plan: bytes) -> FakeEngine:
-            engines.append(FakeEngine(profiles, v2))
+            engines.append(FakeEngine(profiles, v2, raw))
             return engines[-1]
 
     return SimpleNamespace(
@@ -165,6 +167,7 @@ def _fake_trt(profiles: list[tuple[int, int, int]], v2: bool = True) -> Any:
         float32="f32",
         float16="f16",
         int8="i8",
+        uint8="u8",
         int32="i32",
         bool="b",
         engines=engines,
@@ -173,8 +176,8 @@ def _fake_trt(profiles: list[tuple[int, int, int]], v2: bool = True) -> Any:
 
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    def make(profiles: list[tuple[int, int, int]], v2: bool = True) -> trt_runner.TrtRunner:
-        trt = _fake_trt(profiles, v2)
+    def make(profiles: list[tuple[int, int, int]], v2: bool = True, raw: bool = False) -> trt_runner.TrtRunner:
+        trt = _fake_trt(profiles, v2, raw)
         for name, fake in {
             "Stream": FakeStream,
             "DeviceBuffer": _Alloc,
@@ -292,3 +295,19 @@ def test_modes_use_only_the_runner_s_public_methods() -> None:
         - own
     )
     assert private == [], f"trt_modes reaches into private attributes: {private}"
+
+
+def test_a_raw_pixel_engine_takes_uint8_nhwc_in_every_mode(runner: Any) -> None:
+    r = runner([(1, 1, 1), (2, 8, 16)], raw=True)
+    x = np.random.default_rng(0).integers(0, 256, (5, CHW[1], CHW[2], CHW[0]), dtype=np.uint8)
+    with r:
+        assert r.input_spec().dtype == "uint8" and r.describe()["input_dtype"] == "uint8"
+        np.testing.assert_allclose(r.infer(x), _expected(x.astype(np.float32)), rtol=1e-5)
+        bench = r.bench_batch(8)
+        assert bench.dtype == np.uint8 and bench.shape == (8, CHW[1], CHW[2], CHW[0]) and bench.any()
+        for op in (r.end_to_end_op(8), r.pipelined_op(8, streams=2), r.concurrent_op(8, 2, cuda_graph=True)):
+            op.step()
+            op.sync()
+            op.close()
+        assert "pinned uint8 host input" in r.end_to_end_op(8).timed
+    assert FakeStream.open == 0

@@ -24,6 +24,8 @@ TRT_SIDE = [
     "stages.probe",
     "stages.evaluate",
     "stages.benchmark",
+    "stages.predict",
+    "stages.lib.inputs",
     "stages.lib.runners.trt_runner",
     "stages.lib.runners.trt_modes",
     "stages.lib.trt.engine",
@@ -129,21 +131,21 @@ class _Config:
 
 def test_precision_flags_weakly_typed_int8_sets_fp16_and_int8() -> None:
     trt, cfg = _fake_trt("8.6"), _Config()
-    mode = builder._set_precision(trt, cfg, None, "int8", strongly=False, io_fp16=False)
+    mode = builder._set_precision(trt, cfg, "int8", strongly=False)
     assert sorted(cfg.flags) == [trt.BuilderFlag.FP16, trt.BuilderFlag.INT8]
     assert "INT8" in mode
 
 
 def test_precision_flags_strongly_typed_sets_none() -> None:
     cfg = _Config()
-    mode = builder._set_precision(_fake_trt("10"), cfg, None, "int8", strongly=True, io_fp16=False)
+    mode = builder._set_precision(_fake_trt("10"), cfg, "int8", strongly=True)
     assert cfg.flags == []
     assert "strongly typed" in mode
 
 
 def test_weakly_typed_reduced_precision_without_flags_is_a_clear_error() -> None:
     with pytest.raises(EngineError, match="strongly_typed=auto"):
-        builder._set_precision(_fake_trt("11"), _Config(), None, "fp16", strongly=False, io_fp16=False)
+        builder._set_precision(_fake_trt("11"), _Config(), "fp16", strongly=False)
 
 
 def test_tactic_sources_drop_cublas_and_cudnn_only() -> None:

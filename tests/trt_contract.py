@@ -40,6 +40,7 @@ FEATURE_MODULE = "stages/lib/trt/common.py"
 RECEIVERS = {
     "builder": "Builder",
     "network": "INetworkDefinition",
+    "tensor": "ITensor",
     "parser": "OnnxParser",
     "config": "IBuilderConfig",
     "profile": "IOptimizationProfile",

@@ -1,6 +1,7 @@
-"""CIFAR-10 in every layout we accept, the prepared arrays, and input preprocessing.
+"""CIFAR-10 in every layout we accept, image decoding, and the prepared arrays.
 
-Torch-free: the TensorRT interpreter evaluates engines on these arrays too.
+Torch-free: the TensorRT interpreter evaluates engines on these arrays too (model input
+preprocessing is in :mod:`stages.lib.inputs`).
 
 Accepted raw layouts under ``data.raw_dir`` (searched in this order):
   1. ``cifar-10-batches-py/`` (the official pickled batches, extracted)
@@ -19,13 +20,12 @@ import pickle
 import tarfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
+from .errors import DatasetError, ImageError
 from .progress import progress
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_TRAIN_IMAGES = 50_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_SIZE = 32  # CIFAR-10 images are 32x32 RGB
 
 LAYOUT_HELP = (
     "accepted layouts: cifar-10-batches-py/, cifar-10-python.tar.gz, an image-folder tree "
@@ -202,16 +203,21 @@ def _load_pickle_tar(archive: Path) -> RawDataset:
     return RawDataset(train, test, CIFAR10_CLASSES, f"pickle:{archive}", False)
 
 
-def _decode_image(blob: bytes, name: str) -> np.ndarray:
+def decode_image(blob: bytes, name: str, size: int = IMAGE_SIZE) -> np.ndarray:
+    """An image file's bytes -> uint8 RGB (size, size, 3). Grey, palette and RGBA images are
+    converted to RGB (alpha dropped); anything else is an ImageError naming ``name``."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(blob)) as img:
             arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(f"{name}: not a readable image ({exc})") from exc
-    if arr.shape != (32, 32, 3):
-        raise DatasetError(f"{name}: expected a 32x32 RGB image, got {arr.shape}")
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not a readable image (not an image file, or a format Pillow cannot read)") from exc
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt image data
+        raise ImageError(f"{name}: not a readable image ({exc})") from exc
+    if arr.shape != (size, size, 3):
+        h, w = arr.shape[:2]
+        raise ImageError(f"{name}: expected a {size}x{size} RGB image, got {w}x{h} {arr.shape}; resize it first")
     return arr
 
 
@@ -220,7 +226,7 @@ def _split_from_files(files: dict[str, list[tuple[str, bytes]]] | None, where: s
     labels: list[int] = []
     items = [(c, name, blob) for c in classes for name, blob in sorted(files.get(c, []))]  # type: ignore[union-attr]
     for cls, name, blob in progress(items, total=len(items), desc=f"decode {where}"):
-        images.append(_decode_image(blob, name))
+        images.append(decode_image(blob, name))
         labels.append(classes.index(cls))
     if not images:
         raise DatasetError(f"{where}: no images found; {LAYOUT_HELP}")
@@ -363,30 +369,3 @@ def calibration_indices(n_train: int, size: int, seed: int) -> np.ndarray:
     if size > n_train:
         raise DatasetError(f"data.calib_size={size} exceeds the {n_train} training images")
     return np.sort(np.random.default_rng(seed + 1).permutation(n_train)[:size])
-
-
-# -- preprocessing -------------------------------------------------------------------------
-
-
-def preprocess(images: np.ndarray, mean: list[float], std: list[float], size: int) -> np.ndarray:
-    """uint8 NHWC -> normalised float32 NCHW at ``size`` (nearest upsampling by an integer).
-
-    The same function feeds every backend, so all of them see identical inputs; training
-    uses the torch twin in :mod:`stages.lib.torchdata`.
-    """
-    h = images.shape[1]
-    if size % h:
-        raise DatasetError(f"model input {size} is not a multiple of the image size {h}")
-    x = images.astype(np.float32) * np.float32(1 / 255)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    factor = size // h
-    if factor > 1:
-        x = np.ascontiguousarray(x.repeat(factor, axis=2).repeat(factor, axis=3))
-    return x
-
-
-def batches(split: Split, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(images uint8 NHWC, labels) in order, the last batch possibly smaller."""
-    for start in range(0, len(split), batch_size):
-        yield split.images[start : start + batch_size], split.labels[start : start + batch_size]

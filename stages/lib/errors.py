@@ -28,6 +28,10 @@ class DatasetError(PipelineError):
     """The dataset is missing or malformed."""
 
 
+class ImageError(DatasetError):
+    """An image file is unreadable, not an image, or not the size the model's images have."""
+
+
 class PretrainedWeightsError(PipelineError):
     """Pretrained weights were asked for but cannot be had."""
 

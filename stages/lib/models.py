@@ -84,3 +84,23 @@ def _without_pretrained(p: ModelParams) -> ModelParams:
     import dataclasses
 
     return dataclasses.replace(p, pretrained=False)
+
+
+class RawPixels(nn.Module):
+    """``model`` taking uint8 NHWC images (raw pixels at the model's size) and doing the input
+    preprocessing itself, with the arithmetic of :func:`stages.lib.inputs.preprocess`:
+    Cast to float first (TensorRT accepts a uint8 input only into a Cast), x/255, -mean,
+    /std per channel, then NHWC -> NCHW."""
+
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.model = model
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32) * (1 / 255)
+        x = (x - self.mean) / self.std
+        return self.model(x.permute(0, 3, 1, 2))

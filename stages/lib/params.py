@@ -78,6 +78,8 @@ class ExportParams:
     rtol: float
     fp16_atol: float
     fp16_rtol: float
+    raw_input: bool  # the models take uint8 NHWC images and normalise inside the graph
+    io_fp16: bool  # fp16.onnx and int8.onnx return fp16 (and take fp16 unless raw_input)
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,6 @@ class BuildParams:
     profiles: list[ProfileShape]
     timing_cache: bool
     strongly_typed: str
-    io_fp16: bool
     detailed_profiling: bool
 
 

@@ -17,12 +17,13 @@ import numpy as np
 
 from .. import cuda
 from ..errors import BackendUnavailable, EngineError
+from ..inputs import InputSpec
 from ..io import read_json
 from ..params import Params
 from ..timing import TimedOp
 from ..trt import common, fingerprint
 from ..trt.engine import BUILD_FILE, ENGINE_FILE, LAYERS_FILE, Engine
-from .base import Artifacts, Runner, bench_input
+from .base import Artifacts, Runner
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class TrtRunner(Runner):
         self.slots: dict[int, Slot] = {}
         self.engine: Engine | None = None
         self.stream: cuda.Stream | None = None
+        self.spec: InputSpec | None = None  # the engine's input, read by open()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -76,6 +78,7 @@ class TrtRunner(Runner):
         fingerprint.check_compatible(str(self.engine_path), self.build.get("fingerprint", {}), fingerprint.probe())
         self.trt = trt
         self.engine = Engine.load(trt, common.make_logger(trt), self.engine_path)
+        self.spec = InputSpec.from_dims(self.engine.in_dtype, self.engine.input_dims, where=str(self.engine_path))
         self.stream = cuda.Stream()
 
     def close(self) -> None:
@@ -90,7 +93,11 @@ class TrtRunner(Runner):
             self.engine = None
 
     def input_shape(self) -> tuple[int, int, int]:
-        return (3, self.image_size, self.image_size)
+        return self.input_spec().shape
+
+    def input_spec(self) -> InputSpec:
+        """The engine's input (raw uint8 NHWC, float16 or float32 NCHW) once open."""
+        return self.spec or InputSpec("float32", "NCHW", self.image_size)
 
     @property
     def loaded(self) -> Engine:
@@ -125,10 +132,6 @@ class TrtRunner(Runner):
         slot = self.slot(batch)
         self.loaded.bind(slot.context, batch, self.input_shape(), slot.d_in.ptr, slot.d_out.ptr)
         return slot
-
-    def bench_batch(self, batch: int) -> np.ndarray:
-        """Benchmark input in the engine's input type (never zeros)."""
-        return bench_input(batch, self.input_shape()).astype(self.loaded.in_dtype, copy=False)
 
     # -- inference -------------------------------------------------------------------------
 
@@ -253,6 +256,7 @@ class TrtRunner(Runner):
             "activation_memory_mb": eng.activation_memory_mb(),
             "profiles": [list(p) for p in eng.profiles],
             "input_dtype": np.dtype(eng.in_dtype).name,
+            "input": self.input_spec().describe(),
         }
 
 

@@ -17,14 +17,15 @@ from . import common
 
 
 def make_entropy_calibrator(trt: Any, batches: list[np.ndarray], cache_path: Path) -> Any:
-    """An IInt8EntropyCalibrator2 over float32 NCHW ``batches`` (all of one batch size)."""
+    """An IInt8EntropyCalibrator2 over ``batches`` in the network's input format (float32 NCHW,
+    or uint8 NHWC for raw-pixel models), all of one batch size."""
     base = common.require_implicit_calibrator(trt)
     from .. import cuda
 
     class EntropyCalibrator(base):  # type: ignore[misc,valid-type]
         def __init__(self) -> None:
             base.__init__(self)
-            self.batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
+            self.batches = [np.ascontiguousarray(b) for b in batches]
             self.index = 0
             self.buffer = cuda.DeviceBuffer(self.batches[0].nbytes)
 

@@ -139,6 +139,18 @@ def dtype_to_numpy(trt: Any, dtype: Any) -> Any:
     }
     if hasattr(trt, "int64"):
         table[trt.int64] = np.int64
+    if hasattr(trt, "uint8"):  # raw-pixel engines take uint8 input (TensorRT >= 8.5)
+        table[trt.uint8] = np.uint8
     if dtype not in table:
         raise BackendUnavailable(f"TensorRT tensor type {dtype} has no numpy equivalent here")
     return table[dtype]
+
+
+def dtype_name(trt: Any, dtype: Any) -> str:
+    """A TensorRT tensor type as a numpy name (float32, float16, uint8, ...), for reports."""
+    import numpy as np
+
+    try:
+        return str(np.dtype(dtype_to_numpy(trt, dtype)).name)
+    except BackendUnavailable:
+        return str(dtype).rsplit(".", 1)[-1].lower()

@@ -44,6 +44,7 @@ class Engine:
         self.in_dtype = common.dtype_to_numpy(trt, self.engine.get_tensor_dtype(self.input_name))
         self.out_dtype = common.dtype_to_numpy(trt, self.engine.get_tensor_dtype(self.output_name))
         self.num_classes = int(self.engine.get_tensor_shape(self.output_name)[-1])
+        self.input_dims = tuple(int(d) for d in self.engine.get_tensor_shape(self.input_name))[1:]  # one image
         self.profiles: list[tuple[int, int, int]] = []
         for k in range(self.engine.num_optimization_profiles):
             lo, opt, hi = (int(s[0]) for s in self.engine.get_tensor_profile_shape(self.input_name, k))
