@@ -133,6 +133,8 @@ def test_report_lines_from_the_stage_files_and_nothing_when_not_measured(tmp_pat
     assert st.report_lines(profile, table) == []
     profile.write_text(json.dumps(PROFILE))
     assert st.report_lines(profile, table) == st.render(st.fp32_share(TABLE, PROFILE))
+    assert st.section(PROFILE, TABLE) == st.render(st.fp32_share(TABLE, PROFILE))
+    assert st.section(None) == [] and st.section({"tensorrt": {"layers": []}}) == []
 
 
 def test_without_the_layer_table_the_profile_rows_own_type_and_kernel_decide() -> None:

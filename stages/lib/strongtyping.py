@@ -186,13 +186,18 @@ def render(result: StrongTypingShare, threshold: float = THRESHOLD) -> list[str]
     return [*lines, "", f"{measured}; {verdict}.", ""]
 
 
-def report_lines(layer_profile: str | Path, layer_table: str | Path | None = None) -> list[str]:
-    """The section from the benchmark's int8_layers.json (and the INT8 engine's layers.json when
-    given and present); nothing when the profile is missing or has no TensorRT layers."""
-    if not Path(layer_profile).is_file():
-        return []
-    profile = read_json(layer_profile)
+def section(profile: dict[str, Any] | None, layers: list[dict[str, Any]] | None = None) -> list[str]:
+    """The report section for an int8_layers.json's content (and the INT8 engine's layer table
+    when at hand); nothing when TensorRT's INT8 engine was not profiled."""
     if not (isinstance(profile, dict) and (profile.get("tensorrt") or {}).get("layers")):
         return []
+    return render(fp32_share(layers, profile))
+
+
+def report_lines(layer_profile: str | Path, layer_table: str | Path | None = None) -> list[str]:
+    """:func:`section` from the benchmark's int8_layers.json and, when given and present, the
+    INT8 engine's layers.json."""
+    if not Path(layer_profile).is_file():
+        return []
     table = read_json(layer_table) if layer_table is not None and Path(layer_table).is_file() else None
-    return render(fp32_share(table, profile))
+    return section(read_json(layer_profile), table)
