@@ -36,7 +36,8 @@ setup: $(STAMP)  ## create the virtual environment (.venv) with every dependency
 
 serve-venv: $(SERVE_STAMP)  ## create the serving interpreter (.venv-serve: PyTriton, numpy<2, ONNX Runtime)
 
-repro: setup $(SERVE_STAMP)  ## run the main experiment (GPU) or, without a CUDA GPU, the CPU profile
+repro: setup $(SERVE_STAMP)  ## run the main experiment (GPU) or, without a CUDA GPU, the CPU profile (NO_TENSORRT=1: without TensorRT)
+	@$(BIN)/python tools/gpu_extra.py --python $(BIN)/python $(if $(NO_TENSORRT),--no-tensorrt)
 	@if [ "$(HAS_GPU)" = 1 ]; then \
 	  SERVE_PYTHON=$(SERVE_PYTHON) PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro; \
 	else \

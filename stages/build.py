@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> None:
 def _implicit_calibration(trt: Any, calib: Path, p: Params, out: Path) -> Callable[[inputs.InputSpec], Any]:
     """What makes TensorRT's entropy calibrator once the network's input is known: batches of
     32 calibration images in that input's format."""
+    common.require_implicit_calibrator(trt)  # says so before any calibration data is read
     from .lib.trt.calibrator import make_entropy_calibrator
 
     split = data.load_split(calib)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import tables, targets
+from . import strongtyping, tables, targets
 from .quality import gate_checks
 from .results import Collected, where
 
@@ -107,6 +107,7 @@ def summary_markdown(c: Collected, plots_dir: Path, extra: list[str] | None = No
         layer = tables.layer_tables(c)
         if layer:
             lines += ["", "## Ten slowest layers per engine"] + layer
+    lines += strongtyping.section(c.layers.get("int8"))
     lines += extra or []
     plots = sorted(f"{plots_dir.name}/{f.name}" for f in plots_dir.glob("*.png"))
     if plots:

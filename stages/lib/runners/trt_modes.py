@@ -101,7 +101,7 @@ class _Copy:
     """One engine copy of the concurrent mode: engine, context, stream and device I/O."""
 
     def __init__(self, eng: Engine, profile: int, batch: int, chw: tuple[int, ...], h_in: cuda.PinnedArray) -> None:
-        self.engine = eng.copy()
+        self.engine: Engine = eng.copy()
         self.stream = cuda.Stream()
         self.context = self.engine.context(profile, self.stream)
         self.d_in = cuda.DeviceBuffer(h_in.nbytes)

@@ -26,10 +26,6 @@ from .inspect import engine_information, parse_layers
 
 log = logging.getLogger(__name__)
 
-# cuBLAS/cuDNN tactics are optional since 8.x and absent from 10.x defaults; the GPU host's
-# bundle ships them as stubs, so they are always excluded.
-_EXCLUDED_TACTIC_SOURCES = ("CUBLAS", "CUBLAS_LT", "CUDNN")
-
 
 @dataclass
 class BuildResult:
@@ -64,8 +60,7 @@ def build_engine(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, p.workspace_mb * 2**20)
-    if hasattr(config, "builder_optimization_level"):
-        config.builder_optimization_level = p.opt_level
+    config.builder_optimization_level = p.opt_level
     if p.detailed_profiling:
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     config.set_tactic_sources(_tactic_sources(trt, config))
@@ -73,7 +68,6 @@ def build_engine(
     io = network_io(trt, network)
     calibrator = calibration(input_spec(trt, network)) if calibration is not None else None
     if calibrator is not None:
-        config.int8_calibrator = calibrator
         mode = "implicit INT8 calibration (IInt8EntropyCalibrator2)"
 
     input_name = network.get_input(0).name
@@ -86,7 +80,7 @@ def build_engine(
         calib = builder.create_optimization_profile()
         b = calibrator.get_batch_size()  # must equal the calibrator's batch exactly
         calib.set_shape(input_name, (b, *chw), (b, *chw), (b, *chw))
-        config.set_calibration_profile(calib)
+        common.set_int8_calibrator(config, calibrator, calib)
 
     cache = None
     if p.timing_cache:
@@ -137,12 +131,9 @@ def build_engine(
 
 
 def _tactic_sources(trt: Any, config: Any) -> int:
-    sources = int(config.get_tactic_sources())
-    for name in _EXCLUDED_TACTIC_SOURCES:
-        src = getattr(trt.TacticSource, name, None)
-        if src is not None:
-            sources &= ~(1 << int(src))
-    return sources
+    """The default tactic sources without cuBLAS/cuDNN: optional since 8.x, absent from 10.x
+    defaults, and stubs in the GPU host's 8.6 bundle."""
+    return common.without_library_tactics(trt, int(config.get_tactic_sources()))
 
 
 def network_io(trt: Any, network: Any) -> dict[str, dict[str, Any]]:
@@ -177,9 +168,8 @@ def _set_precision(trt: Any, config: Any, precision: str, strongly: bool) -> str
         raise EngineError(
             f"this TensorRT ({trt.__version__}) has no FP16/INT8 builder flags; use build.strongly_typed=auto"
         )
-    config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
+    for flag in common.precision_flags(trt, precision):
+        config.set_flag(flag)
     return f"weakly typed, flags FP16{'+INT8' if precision == 'int8' else ''}"
 
 
