@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import re
 import sys
 import tempfile
 import time
@@ -37,172 +36,22 @@ import numpy as np
 from .lib import data, inputs, metrics
 from .lib.cli import run_main
 from .lib.errors import OnnxModelError
-from .lib.io import atomic_path, write_json
-from .lib.onnxgraph import cast_io_to_fp16, input_spec, quantize_pools, quantize_skip_inputs
-from .lib.params import CalibrateParams, Params, load_params
-from .lib.progress import progress
+from .lib.io import write_json
+from .lib.onnxgraph import input_spec
+from .lib.params import Params, load_params
+from .lib.quantize import compute_ranges, load_onnx, quantize, ranges_to_json, with_fp16_io
 from .lib.runners.ort_runner import available_device, reference_runner
 
 log = logging.getLogger(__name__)
 
 BATCH = 32
-CHUNK = 4  # batches per collect_data call
 CHECK_IMAGES = 256  # calibration images the Q/DQ model is checked on against FP32
-
-
-class _Reader:
-    """ONNX Runtime CalibrationDataReader over preprocessed calibration batches."""
-
-    def __init__(self, input_name: str, batches: list[np.ndarray]) -> None:
-        self.input_name = input_name
-        self._iter = iter(batches)
-        self._n = len(batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        x = next(self._iter, None)
-        return None if x is None else {self.input_name: x}
-
-    def __len__(self) -> int:
-        return self._n
-
-    def set_range(self, start_index: int, end_index: int) -> None:  # pragma: no cover - unused API
-        raise NotImplementedError
 
 
 def calibration_batches(p: Params, calib: data.Split, spec: inputs.InputSpec) -> list[np.ndarray]:
     """The first calibrate.num_images calibration images in batches of the model's input ``spec``."""
     n = min(p.calibrate.num_images, len(calib))
     return list(inputs.model_batches(calib.images[:n], spec, p.data.mean, p.data.std, BATCH))
-
-
-def compute_ranges(onnx_path: Path, batches: list[np.ndarray], c: CalibrateParams, providers: list[str]) -> Any:
-    from onnxruntime.quantization import CalibrationMethod
-    from onnxruntime.quantization.calibrate import create_calibrator
-
-    method = {
-        "entropy": CalibrationMethod.Entropy,
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-    }[c.method]
-    extra: dict[str, Any] = {"symmetric": True}
-    if c.method == "entropy":  # TensorRT's entropy calibration: 2048 bins folded to 128 levels
-        extra.update(num_bins=2048, num_quantized_bins=128)
-    if c.method == "percentile":
-        extra["percentile"] = c.percentile
-    input_name = load_onnx(onnx_path).graph.input[0].name
-    with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
-        calibrator = create_calibrator(
-            Path(onnx_path),
-            None,
-            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=method,
-            providers=providers,
-            extra_options=extra,
-        )
-        # Every collect_data call reduces what it saw (min/max or histograms) and frees the
-        # activations, so feeding a few batches at a time bounds host memory; ORT's own
-        # max_intermediate_outputs drops batches (microsoft/onnxruntime#18893).
-        chunks = [batches[i : i + CHUNK] for i in range(0, len(batches), CHUNK)]
-        for chunk in progress(chunks, total=len(chunks), desc=f"calibrate ({c.method})"):
-            calibrator.collect_data(_Reader(input_name, chunk))
-        return calibrator.compute_data()
-
-
-def load_onnx(path: Path) -> Any:
-    """onnx.load with a one-line error naming the file."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        model = onnx.load(str(path))
-        if not model.graph.input:
-            raise ValueError("the graph has no inputs")
-    except (DecodeError, ValueError, OSError, IndexError) as exc:
-        raise OnnxModelError(f"{path}: not a valid ONNX model ({exc}); run `dvc repro -f export`") from exc
-    return model
-
-
-def _min_max(td: Any) -> tuple[float, float]:
-    """A calibrated tensor's (min, max), from ORT's TensorData."""
-    lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in td.range_value)
-    return lo, hi
-
-
-def ranges_to_json(tensors: Any, c: CalibrateParams, n_images: int) -> dict[str, Any]:
-    out = {}
-    for name, td in sorted(tensors.data.items()):
-        lo, hi = _min_max(td)
-        out[name] = {"min": lo, "max": hi, "amax": max(abs(lo), abs(hi))}
-    return {
-        "method": c.method,
-        "percentile": c.percentile if c.method == "percentile" else None,
-        "images": n_images,
-        "symmetric": True,
-        "tensors": out,
-    }
-
-
-def quantize(onnx_path: Path, tensors: Any, c: CalibrateParams, dest: Path) -> dict[str, int]:
-    import onnx
-    from onnxruntime.quantization import QuantType
-    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
-
-    model = load_onnx(onnx_path)
-    # Conv only: the 512->10 classifier is negligible work, and Gemm per-channel Q/DQ axes
-    # differ across TensorRT versions.
-    op_types = ["Conv"] + (["Add"] if c.quantize_residual_add else [])
-    extra = {
-        "ActivationSymmetric": True,  # TensorRT requires zero-point 0
-        "WeightSymmetric": True,
-        "QuantizeBias": False,  # TensorRT fuses float bias into the conv
-        "AddQDQPairToWeight": True,  # float weights + Q/DQ: parsed by 8.6 and 10.x alike
-        "QDQKeepRemovableActivations": True,
-        "OpTypesToExcludeOutputQuantization": ["Conv"],
-    }
-    # Convs named by calibrate.float_nodes get no Q/DQ; TensorRT runs them in float (FP16 in
-    # 8.6's weakly typed INT8 builds, which also allow FP16).
-    excluded = float_node_names(model, c.float_nodes)
-    quantizer = QDQQuantizer(
-        model, c.per_channel, False, QuantType.QInt8, QuantType.QInt8, tensors, None, excluded, op_types, extra
-    )
-    quantizer.quantize_model()
-    graph, amax = quantizer.model.model.graph, amax_by_tensor(tensors)
-    skip = [] if c.quantize_residual_add else quantize_skip_inputs(graph, amax, set(excluded))
-    pools = quantize_pools(graph, amax) if c.quantize_pools else []
-    with atomic_path(dest) as tmp:
-        quantizer.model.save_model_to_file(str(tmp), False)
-        try:
-            onnx.checker.check_model(str(tmp))
-        except onnx.checker.ValidationError as exc:
-            raise OnnxModelError(f"{dest}: the Q/DQ model fails onnx.checker ({exc})") from exc
-    counts: dict[str, int] = {"skip_qdq_pairs": len(skip), "pool_qdq": len(pools), "float_convs": len(excluded)}
-    for node in onnx.load(str(dest)).graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
-
-
-def with_fp16_io(path: Path) -> None:
-    """Rewrite the Q/DQ model at ``path`` with fp16 graph I/O (export.io_fp16), in place."""
-    import onnx
-
-    model = load_onnx(path)
-    cast_io_to_fp16(model)
-    onnx.save(model, str(path))
-    try:
-        onnx.checker.check_model(str(path))
-    except onnx.checker.ValidationError as exc:
-        raise OnnxModelError(f"{path}: the Q/DQ model with fp16 I/O fails onnx.checker ({exc})") from exc
-
-
-def amax_by_tensor(tensors: Any) -> dict[str, float]:
-    """The calibrated symmetric range (max |value|) of each tensor ORT's calibrator saw."""
-    return {name: max(map(abs, _min_max(td))) for name, td in tensors.data.items()}
-
-
-def float_node_names(model: Any, patterns: list[str]) -> list[str]:
-    """Names of the Conv nodes that match any of ``patterns`` (regexes, searched)."""
-    return [n.name for n in model.graph.node if n.op_type == "Conv" and any(re.search(rx, n.name) for rx in patterns)]
 
 
 def qdq_agreement(fp32_onnx: Path, qdq_onnx: Path, batches: list[np.ndarray], p: Params, device: str) -> float:
@@ -292,8 +141,6 @@ def run(args: argparse.Namespace) -> None:
     spec = input_spec(load_onnx(args.onnx))
     batches = calibration_batches(p, calib, spec)
     n_images = sum(len(b) for b in batches)
-    import onnxruntime as ort
-
     device = available_device(p)
     providers = (["CUDAExecutionProvider"] if device == "cuda" else []) + ["CPUExecutionProvider"]
     check = batches[: max(1, CHECK_IMAGES // BATCH)]
@@ -326,39 +173,7 @@ def run(args: argparse.Namespace) -> None:
             kept.method,
             f"the best of {', '.join(tried)}" if len(tried) > 1 else "and no calibrate.fallback_methods",
         )
-    write_json(
-        args.report,
-        {
-            "method": kept.method,
-            "images": n_images,
-            "from_split": "train",
-            "per_channel": p.calibrate.per_channel,
-            "input": spec.describe(),
-            "io_fp16": p.export.io_fp16,
-            "quantize_residual_add": p.calibrate.quantize_residual_add,
-            "tensors_calibrated": len(kept.tensors.data),
-            "calibrate_s": round(calib_s, 2),
-            "quantize_linear_nodes": kept.counts.get("QuantizeLinear", 0),
-            "skip_qdq_pairs_added": kept.counts["skip_qdq_pairs"],
-            "quantize_pools": p.calibrate.quantize_pools,
-            "pool_qdq_added": kept.counts["pool_qdq"],
-            "float_convs": kept.counts["float_convs"],
-            "float_nodes": p.calibrate.float_nodes,
-            "qdq_top1_agreement_vs_fp32": round(kept.agreement, 4),
-            "agreement_images": n_check,
-            "dequantize_linear_nodes": kept.counts.get("DequantizeLinear", 0),
-            "provider": providers[0],
-            "tool": f"onnxruntime {ort.__version__} quantization",
-            "attempts": [
-                {
-                    "method": a.method,
-                    "qdq_top1_agreement_vs_fp32": round(a.agreement, 4),
-                    "calibrate_s": round(a.seconds, 2),
-                }
-                for a in attempts
-            ],
-        },
-    )
+    write_json(args.report, _report(p, spec, kept, attempts, n_images, n_check, providers[0]))
     log.info(
         "calibrated %d tensors on %d images (%s) in %.1f s -> %s",
         len(kept.tensors.data),
@@ -367,6 +182,50 @@ def run(args: argparse.Namespace) -> None:
         calib_s,
         args.out,
     )
+
+
+def _report(
+    p: Params,
+    spec: inputs.InputSpec,
+    kept: Attempt,
+    attempts: list[Attempt],
+    n_images: int,
+    n_check: int,
+    provider: str,
+) -> dict[str, Any]:
+    """calibrate.json: the kept attempt, its Q/DQ model's make-up and every attempt's agreement."""
+    import onnxruntime as ort
+
+    return {
+        "method": kept.method,
+        "images": n_images,
+        "from_split": "train",
+        "per_channel": p.calibrate.per_channel,
+        "input": spec.describe(),
+        "io_fp16": p.export.io_fp16,
+        "quantize_residual_add": p.calibrate.quantize_residual_add,
+        "tensors_calibrated": len(kept.tensors.data),
+        "calibrate_s": round(sum(a.seconds for a in attempts), 2),
+        "quantize_linear_nodes": kept.counts.get("QuantizeLinear", 0),
+        "skip_qdq_pairs_added": kept.counts["skip_qdq_pairs"],
+        "quantize_pools": p.calibrate.quantize_pools,
+        "pool_qdq_added": kept.counts["pool_qdq"],
+        "float_convs": kept.counts["float_convs"],
+        "float_nodes": p.calibrate.float_nodes,
+        "qdq_top1_agreement_vs_fp32": round(kept.agreement, 4),
+        "agreement_images": n_check,
+        "dequantize_linear_nodes": kept.counts.get("DequantizeLinear", 0),
+        "provider": provider,
+        "tool": f"onnxruntime {ort.__version__} quantization",
+        "attempts": [
+            {
+                "method": a.method,
+                "qdq_top1_agreement_vs_fp32": round(a.agreement, 4),
+                "calibrate_s": round(a.seconds, 2),
+            }
+            for a in attempts
+        ],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

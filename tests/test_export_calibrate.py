@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from stages import calibrate, export
 from stages.lib import data, inputs
+from stages.lib import quantize as quantize_lib
 from stages.lib.errors import OnnxModelError, ParityError
 from stages.lib.models import load_checkpoint
 from stages.lib.params import load_params
@@ -426,7 +427,7 @@ def ranges_by_method(tiny, centroid_model, calib_batches) -> dict:
     out = {}
     for method in ("entropy", "minmax", "percentile"):
         c = dataclasses.replace(p.calibrate, method=method)
-        out[method] = calibrate.compute_ranges(centroid_model, calib_batches, c, ["CPUExecutionProvider"])
+        out[method] = quantize_lib.compute_ranges(centroid_model, calib_batches, c, ["CPUExecutionProvider"])
     return out
 
 
@@ -446,7 +447,7 @@ def true_amax(centroid_model, calib_batches, tmp_path_factory) -> dict[str, floa
         providers=["CPUExecutionProvider"],
         extra_options={"symmetric": True},
     )
-    cal.collect_data(calibrate._Reader("input", calib_batches))
+    cal.collect_data(quantize_lib.Reader("input", calib_batches))
     out = _amax(cal.compute_data())
     assert out["input"] == pytest.approx(float(np.abs(np.concatenate(calib_batches)).max()))
     return out
@@ -466,11 +467,11 @@ def test_every_method_gives_a_qdq_model_that_agrees_with_fp32(
     _, p, test, x = tiny
     c = dataclasses.replace(p.calibrate, method=method)
     tensors = ranges_by_method[method]
-    doc = calibrate.ranges_to_json(tensors, c, 96)
+    doc = quantize_lib.ranges_to_json(tensors, c, 96)
     assert doc["method"] == method and doc["images"] == 96
     assert doc["percentile"] == (c.percentile if method == "percentile" else None)
     dest = tmp_path / "int8.onnx"
-    counts = calibrate.quantize(centroid_model, tensors, c, dest)
+    counts = quantize_lib.quantize(centroid_model, tensors, c, dest)
     assert counts["QuantizeLinear"] == counts["DequantizeLinear"] > 20
     assert sorted(f.name for f in tmp_path.iterdir()) == ["int8.onnx"]
     onnx.checker.check_model(str(dest))
@@ -503,7 +504,7 @@ def test_float_nodes_keep_the_matching_convs_and_their_skips_out_of_int8(
 ) -> None:
     _, p, _, x = tiny
     c = dataclasses.replace(p.calibrate, method="minmax", float_nodes=["^/layer4/"])
-    counts = calibrate.quantize(centroid_model, ranges_by_method["minmax"], c, tmp_path / "int8.onnx")
+    counts = quantize_lib.quantize(centroid_model, ranges_by_method["minmax"], c, tmp_path / "int8.onnx")
     model = onnx.load(str(tmp_path / "int8.onnx"))
     producer, _, _ = _graph_maps(model)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
@@ -514,7 +515,7 @@ def test_float_nodes_keep_the_matching_convs_and_their_skips_out_of_int8(
         assert (producer.get(conv.input[1]) is not None) == (conv.name not in in_float), conv.name
     # layer4's downsample skip stays float; the other two downsample blocks keep their Q/DQ
     assert counts["skip_qdq_pairs"] == 2
-    full = calibrate.quantize(
+    full = quantize_lib.quantize(
         centroid_model, ranges_by_method["minmax"], dataclasses.replace(c, float_nodes=[]), tmp_path / "all.onnx"
     )
     assert full["skip_qdq_pairs"] == 3 and full["QuantizeLinear"] > counts["QuantizeLinear"]
@@ -529,7 +530,7 @@ def test_quantize_pools_puts_qdq_around_the_average_pool(
     _, p, _, x = tiny
     tensors = ranges_by_method["minmax"]
     c = dataclasses.replace(p.calibrate, method="minmax", quantize_pools=True)
-    counts = calibrate.quantize(centroid_model, tensors, c, tmp_path / "int8.onnx")
+    counts = quantize_lib.quantize(centroid_model, tensors, c, tmp_path / "int8.onnx")
     model = onnx.load(str(tmp_path / "int8.onnx"))
     producer, consumers, inits = _graph_maps(model)
     pools = [n for n in model.graph.node if n.op_type == "GlobalAveragePool"]
@@ -544,11 +545,13 @@ def test_quantize_pools_puts_qdq_around_the_average_pool(
     assert dq_out.op_type == "DequantizeLinear"
     assert all(n.op_type not in ("QuantizeLinear", "DequantizeLinear") for n in consumers[dq_out.output[0]])
     # scales are the calibrated ranges of the pool's input and output, over 127
-    amax = calibrate.amax_by_tensor(tensors)
+    amax = quantize_lib.amax_by_tensor(tensors)
     assert float(inits[dq_in.input[1]]) == pytest.approx(amax[producer[dq_in.input[0]].input[0]] / 127)
     assert float(inits[q_out.input[1]]) == pytest.approx(amax[pool.output[0]] / 127)
     # two pairs more than without, and the model still agrees with FP32
-    off = calibrate.quantize(centroid_model, tensors, dataclasses.replace(c, quantize_pools=False), tmp_path / "o.onnx")
+    off = quantize_lib.quantize(
+        centroid_model, tensors, dataclasses.replace(c, quantize_pools=False), tmp_path / "o.onnx"
+    )
     assert off["pool_qdq"] == 0 and counts["QuantizeLinear"] == off["QuantizeLinear"] + 2
     onnx.checker.check_model(str(tmp_path / "int8.onnx"))
     agreement = (_run(tmp_path / "int8.onnx", x).argmax(1) == _run(centroid_model, x).argmax(1)).mean()
@@ -786,7 +789,7 @@ def test_minmax_uses_every_batch(tiny, calib_batches) -> None:
     root, p, _, _ = tiny
     batches = _scaled_batches(calib_batches, 9)
     c = dataclasses.replace(p.calibrate, method="minmax")
-    tensors = calibrate.compute_ranges(root / M / "onnx/fp32.onnx", batches, c, ["CPUExecutionProvider"])
+    tensors = quantize_lib.compute_ranges(root / M / "onnx/fp32.onnx", batches, c, ["CPUExecutionProvider"])
     want = float(np.abs(np.concatenate(batches)).max())
     assert _amax(tensors)["input"] == pytest.approx(want, rel=1e-6)
 
@@ -796,5 +799,5 @@ def test_minmax_with_a_power_of_two_batch_count(tiny, calib_batches, n: int) -> 
     root, p, _, _ = tiny
     batches = _scaled_batches(calib_batches, n)
     c = dataclasses.replace(p.calibrate, method="minmax")
-    tensors = calibrate.compute_ranges(root / M / "onnx/fp32.onnx", batches, c, ["CPUExecutionProvider"])
+    tensors = quantize_lib.compute_ranges(root / M / "onnx/fp32.onnx", batches, c, ["CPUExecutionProvider"])
     assert _amax(tensors)["input"] == pytest.approx(float(np.abs(np.concatenate(batches)).max()), rel=1e-6)

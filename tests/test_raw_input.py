@@ -16,6 +16,7 @@ from onnx import TensorProto, helper
 
 from stages import benchmark, calibrate, evaluate, export
 from stages.lib import data, inputs, onnxgraph
+from stages.lib import quantize as quantize_lib
 from stages.lib.params import Params, load_params
 from stages.lib.runners.base import Artifacts
 from stages.lib.runners.registry import create_runner
@@ -218,7 +219,7 @@ def test_raw_input_with_io_fp16_keeps_uint8_in_and_returns_fp16(raw: Path, tmp_p
     export.export_fp16(raw / M / "onnx/fp32.onnx", tmp_path / "fp16.onnx", io_fp16=True)
     int8 = tmp_path / "int8.onnx"
     shutil.copy2(raw / M / "onnx/int8.onnx", int8)
-    calibrate.with_fp16_io(int8)
+    quantize_lib.with_fp16_io(int8)
     for path, ref in ((tmp_path / "fp16.onnx", "fp32"), (int8, "int8")):
         assert _io_types(path) == (TensorProto.UINT8, TensorProto.FLOAT16)
         out = _session(path).run(["logits"], {"input": images})[0]
