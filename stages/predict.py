@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .lib import data, inputs
+from .lib import data, inputs, rawdata
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, ImageError, InputFileError
 from .lib.interpreter import run_module, trt_python
@@ -41,14 +41,14 @@ def find_images(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in data.IMAGE_SUFFIXES)
+            found += sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in rawdata.IMAGE_SUFFIXES)
         elif path.is_file():
             found.append(path)
         else:
             raise InputFileError(f"{path}: no such file or folder")
     if not found:
         where = ", ".join(map(str, paths))
-        raise InputFileError(f"no image files ({' '.join(data.IMAGE_SUFFIXES)}) in {where}")
+        raise InputFileError(f"no image files ({' '.join(rawdata.IMAGE_SUFFIXES)}) in {where}")
     return found
 
 
@@ -62,7 +62,7 @@ def read_images(files: list[Path], size: int, skip_bad: bool) -> tuple[np.ndarra
                 blob = f.read_bytes()
             except OSError as exc:
                 raise ImageError(f"{f}: cannot read it ({exc.strerror or exc})") from exc
-            images.append(data.decode_image(blob, str(f), size))
+            images.append(rawdata.decode_image(blob, str(f), size))
             kept.append(f)
         except ImageError as exc:
             if not skip_bad:

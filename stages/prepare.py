@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .lib import data
+from .lib import data, rawdata
 from .lib.cli import run_main
 from .lib.io import atomic_dir, write_json
 from .lib.params import load_params
@@ -23,7 +23,7 @@ def prepare(params_path: str, out: Path) -> None:
         ds = data.synthetic(p.data.synthetic_train, p.data.synthetic_test, p.model.num_classes, p.seed)
         log.warning("SYNTHETIC data: every number downstream is labelled synthetic")
     else:
-        ds = data.load_raw(p.data.raw_dir, p.data.source, p.data.download)
+        ds = rawdata.load_raw(p.data.raw_dir, p.data.source, p.data.download)
     idx = data.calibration_indices(len(ds.train), p.data.calib_size, p.seed)
     calib = data.Split(ds.train.images[idx], ds.train.labels[idx])
     # The test split in a fixed shuffled order: image-folder trees come sorted by class, and

@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .lib import data
+from .lib import rawdata
 from .lib.cli import run_main
 from .lib.errors import ParamsError
 from .lib.io import write_json
@@ -28,7 +28,7 @@ def data_problems(p: Params) -> list[str]:
     if p.data.source == "synthetic":
         n_train = p.data.synthetic_train
     else:
-        n_train = data.count_train_images(p.data.raw_dir, p.data.source, p.data.download)
+        n_train = rawdata.count_train_images(p.data.raw_dir, p.data.source, p.data.download)
     if p.data.calib_size > n_train:
         return [
             f"data.calib_size: {p.data.calib_size} exceeds the {n_train} training images in "

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.lib import data, inputs
+from stages.lib import data, inputs, rawdata
 from stages.lib.data import DatasetError
 
 MEAN = [0.4914, 0.4822, 0.4465]
@@ -113,7 +113,7 @@ def _check_tree_dataset(ds: data.RawDataset, tree) -> None:
 def test_load_raw_pickle_folder(tmp_path: Path) -> None:
     batches = _fake_batches()
     _write_pickle_dir(tmp_path / "cifar-10-batches-py", batches)
-    ds = data.load_raw(tmp_path)
+    ds = rawdata.load_raw(tmp_path)
     train_rows = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)])
     train_labels = sum((batches[f"data_batch_{i}"][b"labels"] for i in range(1, 6)), [])
     assert ds.train.images.shape == (15, 32, 32, 3)
@@ -122,7 +122,7 @@ def test_load_raw_pickle_folder(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ds.train.labels, train_labels)
     np.testing.assert_array_equal(ds.test.images, _expected_nhwc(batches["test_batch"][b"data"]))
     np.testing.assert_array_equal(ds.test.labels, batches["test_batch"][b"labels"])
-    assert ds.classes == data.CIFAR10_CLASSES
+    assert ds.classes == rawdata.CIFAR10_CLASSES
     assert ds.source.startswith("pickle:") and ds.synthetic is False
     # spot check one pixel against the raw layout: image 0 of test, row 5, column 7, green
     assert ds.test.images[0, 5, 7, 1] == batches["test_batch"][b"data"][0, 1024 + 5 * 32 + 7]
@@ -134,7 +134,7 @@ def test_load_raw_pickle_tar(tmp_path: Path) -> None:
         for name, batch in batches.items():
             _add_to_tar(tar, f"cifar-10-batches-py/{name}", pickle.dumps(batch))
         _add_to_tar(tar, "cifar-10-batches-py/readme.html", b"<html/>")
-    ds = data.load_raw(tmp_path)
+    ds = rawdata.load_raw(tmp_path)
     train_rows = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)])
     np.testing.assert_array_equal(ds.train.images, _expected_nhwc(train_rows))
     np.testing.assert_array_equal(ds.test.labels, batches["test_batch"][b"labels"])
@@ -144,8 +144,8 @@ def test_load_raw_pickle_tar(tmp_path: Path) -> None:
 def test_pickle_folder_takes_precedence_over_image_tree(tmp_path: Path) -> None:
     _write_pickle_dir(tmp_path / "cifar-10-batches-py", _fake_batches())
     _write_tree(tmp_path, _tree_images())
-    assert data.load_raw(tmp_path).source.startswith("pickle:")
-    assert data.load_raw(tmp_path, source="folder").source.startswith("folder:")
+    assert rawdata.load_raw(tmp_path).source.startswith("pickle:")
+    assert rawdata.load_raw(tmp_path, source="folder").source.startswith("folder:")
 
 
 def test_corrupt_pickle_raises_dataset_error_naming_file(tmp_path: Path) -> None:
@@ -154,7 +154,7 @@ def test_corrupt_pickle_raises_dataset_error_naming_file(tmp_path: Path) -> None
     bad = tmp_path / "cifar-10-batches-py" / "data_batch_3"
     bad.write_bytes(b"\x80\x04this is not a pickle")
     with pytest.raises(DatasetError) as err:
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
     assert str(bad) in str(err.value)
     assert "not a readable CIFAR-10 batch" in str(err.value)
 
@@ -164,14 +164,14 @@ def test_truncated_pickle_raises_dataset_error(tmp_path: Path) -> None:
     f = tmp_path / "cifar-10-batches-py" / "test_batch"
     f.write_bytes(f.read_bytes()[:100])
     with pytest.raises(DatasetError, match="test_batch"):
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
 
 
 def test_missing_batch_file_is_named(tmp_path: Path) -> None:
     _write_pickle_dir(tmp_path / "cifar-10-batches-py", _fake_batches())
     (tmp_path / "cifar-10-batches-py" / "data_batch_5").unlink()
     with pytest.raises(DatasetError, match="data_batch_5 is missing"):
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
 
 
 def test_pickle_rows_of_wrong_length(tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_pickle_rows_of_wrong_length(tmp_path: Path) -> None:
     batches["test_batch"][b"data"] = np.zeros((4, 100), np.uint8)
     _write_pickle_dir(tmp_path / "cifar-10-batches-py", batches)
     with pytest.raises(DatasetError, match="expected rows of 3072 bytes"):
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
 
 
 def test_pickle_batch_lacking_labels(tmp_path: Path) -> None:
@@ -187,7 +187,7 @@ def test_pickle_batch_lacking_labels(tmp_path: Path) -> None:
     del batches["data_batch_2"][b"labels"]
     _write_pickle_dir(tmp_path / "cifar-10-batches-py", batches)
     with pytest.raises(DatasetError, match="lacks key"):
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
 
 
 def test_pickle_that_is_not_a_dict_raises_dataset_error(tmp_path: Path) -> None:
@@ -195,7 +195,7 @@ def test_pickle_that_is_not_a_dict_raises_dataset_error(tmp_path: Path) -> None:
     _write_pickle_dir(tmp_path / "cifar-10-batches-py", batches)
     (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps([1, 2, 3]))
     with pytest.raises(DatasetError, match="cifar-10-batches-py"):
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
 
 
 def test_pickle_label_count_mismatch_raises(tmp_path: Path) -> None:
@@ -203,7 +203,7 @@ def test_pickle_label_count_mismatch_raises(tmp_path: Path) -> None:
     batches["test_batch"][b"labels"] = batches["test_batch"][b"labels"][:-1]
     _write_pickle_dir(tmp_path / "cifar-10-batches-py", batches)
     with pytest.raises(DatasetError, match="label"):
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
 
 
 def test_pickle_tar_lacking_batches(tmp_path: Path) -> None:
@@ -211,7 +211,7 @@ def test_pickle_tar_lacking_batches(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
         _add_to_tar(tar, "cifar-10-batches-py/data_batch_1", pickle.dumps(batches["data_batch_1"]))
     with pytest.raises(DatasetError) as err:
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
     msg = str(err.value)
     assert "cifar-10-python.tar.gz" in msg
     assert "data_batch_2" in msg and "test_batch" in msg and "data_batch_1," not in msg
@@ -220,7 +220,7 @@ def test_pickle_tar_lacking_batches(tmp_path: Path) -> None:
 def test_pickle_tar_that_is_not_a_tar(tmp_path: Path) -> None:
     (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"definitely not gzip")
     with pytest.raises(DatasetError, match="cifar-10-python.tar.gz: not a readable .tar.gz"):
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
 
 
 # -- load_raw: image-folder trees ----------------------------------------------------------
@@ -229,7 +229,7 @@ def test_pickle_tar_that_is_not_a_tar(tmp_path: Path) -> None:
 def test_load_raw_image_tree_at_top(tmp_path: Path) -> None:
     tree = _tree_images()
     _write_tree(tmp_path, tree)
-    ds = data.load_raw(tmp_path)
+    ds = rawdata.load_raw(tmp_path)
     _check_tree_dataset(ds, tree)
     assert ds.source == f"folder:{tmp_path}"
 
@@ -238,7 +238,7 @@ def test_load_raw_image_tree_one_folder_down(tmp_path: Path) -> None:
     tree = _tree_images(seed=3)
     _write_tree(tmp_path / "cifar10", tree)
     (tmp_path / "notes.txt").write_text("ignored")
-    ds = data.load_raw(tmp_path, source="folder")
+    ds = rawdata.load_raw(tmp_path, source="folder")
     _check_tree_dataset(ds, tree)
     assert ds.source == f"folder:{tmp_path / 'cifar10'}"
 
@@ -247,7 +247,7 @@ def test_image_tree_ignores_non_image_files(tmp_path: Path) -> None:
     tree = _tree_images()
     _write_tree(tmp_path, tree)
     (tmp_path / "train" / "apple" / "README.txt").write_text("not an image")
-    _check_tree_dataset(data.load_raw(tmp_path), tree)
+    _check_tree_dataset(rawdata.load_raw(tmp_path), tree)
 
 
 @pytest.mark.parametrize("top", ["", "cifar10-jpg/", "./"])
@@ -260,7 +260,7 @@ def test_load_raw_image_tree_archive(tmp_path: Path, top: str) -> None:
             for cls in reversed(CLASSES):
                 for name, arr in tree[split][cls].items():
                     _add_to_tar(tar, f"{top}{split}/{cls}/{name}", _png(arr))
-    ds = data.load_raw(tmp_path)
+    ds = rawdata.load_raw(tmp_path)
     _check_tree_dataset(ds, tree)
     assert ds.source == f"folder-archive:{archive}"
 
@@ -270,7 +270,7 @@ def test_image_of_wrong_size_is_named(tmp_path: Path) -> None:
     tree["train"]["moose"]["a_moose.png"] = np.zeros((28, 32, 3), np.uint8)
     _write_tree(tmp_path, tree)
     with pytest.raises(DatasetError) as err:
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
     assert "a_moose.png" in str(err.value)
     assert "expected a 32x32 RGB image" in str(err.value) and "(28, 32, 3)" in str(err.value)
 
@@ -280,7 +280,7 @@ def test_unreadable_image_is_named(tmp_path: Path) -> None:
     _write_tree(tmp_path, tree)
     (tmp_path / "test" / "apple" / "b_apple.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match=r"test/apple/b_apple\.png: not a readable image"):
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
 
 
 def test_prepare_shuffles_a_class_sorted_test_split_the_same_way_every_time(tmp_path: Path) -> None:
@@ -318,7 +318,7 @@ def test_grayscale_image_is_converted_to_rgb(tmp_path: Path) -> None:
     _write_tree(tmp_path, tree)
     gray = np.arange(1024, dtype=np.uint16).reshape(32, 32).astype(np.uint8)
     Image.fromarray(gray, "L").save(tmp_path / "test" / "zebra" / "b_zebra.png")  # replaces it
-    ds = data.load_raw(tmp_path)
+    ds = rawdata.load_raw(tmp_path)
     np.testing.assert_array_equal(ds.test.images[-1], np.repeat(gray[..., None], 3, axis=2))
 
 
@@ -327,7 +327,7 @@ def test_train_and_test_classes_differ(tmp_path: Path) -> None:
     tree["test"]["horse"] = tree["test"].pop("moose")
     _write_tree(tmp_path, tree)
     with pytest.raises(DatasetError) as err:
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
     msg = str(err.value)
     assert "class folders differ" in msg
     assert "apple, moose, zebra" in msg and "apple, horse, zebra" in msg
@@ -342,14 +342,14 @@ def test_tree_archive_train_and_test_classes_differ(tmp_path: Path) -> None:
                 for name, arr in tree[split][cls].items():
                     _add_to_tar(tar, f"{split}/{cls}/{name}", _png(arr))
     with pytest.raises(DatasetError, match=r"x\.tgz: train/ and test/ class folders differ"):
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
 
 
 def test_empty_raw_dir_names_folder_and_layouts(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()
     with pytest.raises(DatasetError) as err:
-        data.load_raw(raw)
+        rawdata.load_raw(raw)
     msg = str(err.value)
     assert f"{raw}/" in msg
     assert "holds: nothing" in msg
@@ -368,12 +368,12 @@ def test_raw_dir_with_unrelated_files_lists_them(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "other").mkdir()
     with pytest.raises(DatasetError, match=r"it holds: notes\.txt, other"):
-        data.load_raw(tmp_path)
+        rawdata.load_raw(tmp_path)
 
 
 def test_missing_raw_dir(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="holds: nothing"):
-        data.load_raw(tmp_path / "does-not-exist")
+        rawdata.load_raw(tmp_path / "does-not-exist")
 
 
 # -- calibration_indices -------------------------------------------------------------------

@@ -57,7 +57,6 @@ def build_engine(
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise OnnxModelError(f"{onnx_path}: TensorRT's ONNX parser failed: {'; '.join(errors)}")
-
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, p.workspace_mb * 2**20)
     config.builder_optimization_level = p.opt_level
@@ -70,18 +69,7 @@ def build_engine(
     if calibrator is not None:
         mode = "implicit INT8 calibration (IInt8EntropyCalibrator2)"
 
-    input_name = network.get_input(0).name
-    chw = tuple(network.get_input(0).shape)[1:]
-    for prof in p.profiles:
-        profile = builder.create_optimization_profile()
-        profile.set_shape(input_name, (prof.min, *chw), (prof.opt, *chw), (prof.max, *chw))
-        config.add_optimization_profile(profile)
-    if calibrator is not None:
-        calib = builder.create_optimization_profile()
-        b = calibrator.get_batch_size()  # must equal the calibrator's batch exactly
-        calib.set_shape(input_name, (b, *chw), (b, *chw), (b, *chw))
-        common.set_int8_calibrator(config, calibrator, calib)
-
+    _add_profiles(builder, config, network, p, calibrator)
     cache = None
     if p.timing_cache:
         cache = config.create_timing_cache(timing_cache or b"")
@@ -116,9 +104,7 @@ def build_engine(
         "input_dtype": io["input"]["dtype"],
         "output_dtype": io["output"]["dtype"],
         "io": io,
-        "opt_level": p.opt_level,
-        "workspace_mb": p.workspace_mb,
-        "profiles": [{"min": q.min, "opt": q.opt, "max": q.max} for q in p.profiles],
+        **_settings(p),
         "build_s": round(build_s, 2),
         "engine_mb": round(len(engine_bytes) / 2**20, 2),
         "layer_count": len(layers),
@@ -128,6 +114,30 @@ def build_engine(
         "timing_cache_bytes_after": len(new_cache or b""),
     }
     return BuildResult(engine_bytes, new_cache, report, layers, inspector)
+
+
+def _settings(p: BuildParams) -> dict[str, Any]:
+    return {
+        "opt_level": p.opt_level,
+        "workspace_mb": p.workspace_mb,
+        "profiles": [{"min": q.min, "opt": q.opt, "max": q.max} for q in p.profiles],
+    }
+
+
+def _add_profiles(builder: Any, config: Any, network: Any, p: BuildParams, calibrator: Any) -> None:
+    """One optimization profile per ``p.profiles`` entry; with an implicit calibrator, its own
+    calibration profile of exactly the calibrator's batch."""
+    input_name = network.get_input(0).name
+    chw = tuple(network.get_input(0).shape)[1:]
+    for prof in p.profiles:
+        profile = builder.create_optimization_profile()
+        profile.set_shape(input_name, (prof.min, *chw), (prof.opt, *chw), (prof.max, *chw))
+        config.add_optimization_profile(profile)
+    if calibrator is not None:
+        calib = builder.create_optimization_profile()
+        b = calibrator.get_batch_size()  # must equal the calibrator's batch exactly
+        calib.set_shape(input_name, (b, *chw), (b, *chw), (b, *chw))
+        common.set_int8_calibrator(config, calibrator, calib)
 
 
 def _tactic_sources(trt: Any, config: Any) -> int:
