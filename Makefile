@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HAS_GPU = $(shell $(BIN)/python -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 
-.PHONY: help setup repro test test-gpu lint params clean-venv
+.PHONY: help setup repro test test-gpu lint params clean-venv sweep
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -35,6 +35,9 @@ test: setup  ## run the test suite (GPU/TensorRT tests skip themselves without t
 
 test-gpu: setup  ## only the GPU and TensorRT tests (on a GPU host; set TRT_PYTHON if TensorRT lives elsewhere)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "gpu or tensorrt"
+
+sweep: setup  ## queue GRID (e.g. GRID="calibrate.method=minmax,entropy precision=int8,fp16") on DVC's queue, JOBS at a time (default: one per GPU), then report to reports/sweep/
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m stages.sweep run $(GRID) $(if $(JOBS),--jobs $(JOBS))
 
 lint: setup  ## ruff and mypy
 	$(BIN)/ruff check stages tests

@@ -33,8 +33,8 @@ class Repo:
             GIT_AUTHOR_EMAIL="test@example.com",
             GIT_COMMITTER_NAME="test",
             GIT_COMMITTER_EMAIL="test@example.com",
-            **(env or {}),
         )
+        self.env.update(env or {})
         self.env.pop("PYTHONPATH", None)
 
     def run(self, *args: str, check: bool = True, timeout: int = 600) -> str:
@@ -71,11 +71,12 @@ def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _test_profile(extra: list[str]) -> str:
-    """conf/profile/test.yaml: the CPU profile with TINY and ``extra`` applied on top."""
+    """conf/profile/test.yaml: the CPU profile with TINY and ``extra`` (keys, not group choices)
+    applied on top."""
     prof = yaml.safe_load((ROOT / "conf" / "profile" / "cpu.yaml").read_text())
     for override in [*TINY, *extra]:
         key, value = override.split("=", 1)
-        if "." in key:  # group choices (data=..., profile=...) are made in config.yaml
+        if not (ROOT / "conf" / key).is_dir():  # group choices (data=..., profile=...) are made in config.yaml
             _set(prof, key, yaml.safe_load(value))
     return "# @package _global_\n" + yaml.safe_dump(prof, sort_keys=False)
 
