@@ -72,7 +72,8 @@ case "$step" in
     # timed but training's wall time, which the report then says was shared. Not the GPU
     # tests: TensorRT times every tactic, so their builds crawl on a busy GPU (2 of 14 tests
     # in ~500 s next to two trainings, 2026-11-23); run `tests` alone.
-    need 120; shift; pids=()
+    # The stages hold the GPU one at a time by default (stages/lib/gpus.py): here they share it.
+    need 120; shift; pids=(); export PIPELINE_GPU_LOCK=off
     for m in "$@"; do bash "$0" repro "$m" calibrate probe > "$OUT/early-$m.out" 2>&1 & pids+=($!); done
     rc=0; for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
     for m in "$@"; do tail -4 "$OUT/early-$m.out"; done; exit "$rc" ;;
