@@ -9,7 +9,8 @@
 Each grid argument is a Hydra override whose value may be a comma list (Hydra's multirun
 syntax; commas inside [...], {...} or quotes stay); the sweep is the cartesian product. Each
 point is queued with `dvc exp run --queue -S ...`, then `dvc queue start -j N` runs N at a
-time, each in its own copy of the workspace. N defaults to the GPUs `nvidia-smi -L` lists (1
+time, each in its own copy of the workspace (git's files, DVC's outputs, and the raw dataset,
+which git ignores: --copy-path adds other such paths). N defaults to the GPUs `nvidia-smi -L` lists (1
 without a GPU): every GPU stage holds a GPU of its own (stages.lib.gpus), so N experiments on
 N GPUs never share one. A command that drives DVC, not a DVC stage.
 """
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -119,14 +121,40 @@ def _baseline() -> str:
     return str(Git(".").get_rev())
 
 
-def queue(groups: list[tuple[str, list[str]]], jobs: int, out_dir: Path, start: bool = True) -> dict[str, Any]:
-    """Queue every point of the grid (and start the workers); write and return the manifest."""
+def copy_paths(extra: list[str], params: Path = Path("params.yaml")) -> list[str]:
+    """What each experiment's copy of the workspace needs beyond git and the DVC cache: the raw
+    dataset (``data.raw_dir``, a dependency of prepare that git ignores) and ``extra``; of
+    each, what git does not track (DVC refuses to copy over a tracked file or folder)."""
+    import yaml
+    from scmrepo.git import Git
+
+    raw = ((yaml.safe_load(params.read_text()) or {}).get("data") or {}).get("raw_dir") if params.is_file() else None
+    wanted = [Path(p) for p in dict.fromkeys([*([raw] if raw else []), *extra]) if Path(p).exists()]
+    scm = Git(".")
+    return [p for path in wanted for p in untracked(path, scm.is_tracked)]
+
+
+def untracked(path: Path, is_tracked: Callable[[str], bool]) -> list[str]:
+    """``path`` when git tracks nothing in it, else the untracked entries below it."""
+    if not is_tracked(str(path)):
+        return [str(path)]
+    if not path.is_dir():
+        return []
+    return [p for child in sorted(path.iterdir()) for p in untracked(child, is_tracked)]
+
+
+def queue(
+    groups: list[tuple[str, list[str]]], jobs: int, out_dir: Path, copy: list[str], start: bool = True
+) -> dict[str, Any]:
+    """Queue every point of the grid (and start the workers); write and return the manifest.
+    ``copy``: ignored paths each experiment's workspace copy gets (see copy_paths)."""
     name = "sweep-" + datetime.now().strftime("%Y%m%d-%H%M%S")
     varying = [k for k, v in groups if len(v) > 1]
+    copied = [a for p in copy for a in ("--copy-paths", p)]
     points = []
     for i, overrides in enumerate(grid_points(groups), 1):
         exp = f"{name}-{i}"
-        dvc("exp", "run", "--queue", "--name", exp, *[a for o in overrides for a in ("-S", o)])
+        dvc("exp", "run", "--queue", "--name", exp, *copied, *[a for o in overrides for a in ("-S", o)])
         label = " ".join(o for o in overrides if o.split("=", 1)[0] in varying) or "(the baseline)"
         points.append({"name": exp, "overrides": overrides, "label": label})
         log.info("queued %s: %s", exp, " ".join(overrides))
@@ -137,6 +165,7 @@ def queue(groups: list[tuple[str, list[str]]], jobs: int, out_dir: Path, start: 
         "grid": [f"{k}={','.join(v)}" for k, v in groups],
         "jobs": jobs,
         "gpus": [g.record() for g in gpus],
+        "copied": copy,
         "points": points,
     }
     if start:
@@ -230,7 +259,8 @@ def _failed(manifest: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> None:
     manifest_path = args.out / MANIFEST
     if args.command in ("queue", "run"):
-        queue(parse_grid(args.grid), args.jobs or default_jobs(), args.out, start=not args.no_start)
+        copy = copy_paths(args.copy_path)
+        queue(parse_grid(args.grid), args.jobs or default_jobs(), args.out, copy, start=not args.no_start)
     if args.command in ("wait", "run"):
         done = wait(manifest_path, args.timeout, args.poll)
         if args.command == "wait":
@@ -252,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("grid", nargs="+", help="Hydra overrides, comma lists sweep: precision=int8,fp16")
             p.add_argument("--jobs", type=int, default=0, help="experiments at a time (default: one per GPU, or 1)")
             p.add_argument("--no-start", action="store_true", help="queue only (start later: dvc queue start -j N)")
+            p.add_argument(
+                "--copy-path",
+                action="append",
+                default=[],
+                help="an ignored path each experiment needs (data.raw_dir is always copied)",
+            )
         if name in ("wait", "run"):
             p.add_argument("--timeout", type=float, default=0, help="seconds (default: no limit)")
             p.add_argument("--poll", type=float, default=5.0, help="seconds between looks at the queue")
@@ -259,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("runs", nargs=2, type=Path, help="two report folders of one grid (e.g. 1 GPU, N GPUs)")
             p.add_argument("--tolerance", type=float, default=0.05, help="flag figures that differ by more")
         p.add_argument("--out", type=Path, default=OUT_DIR, help=f"the sweep's folder (default {OUT_DIR})")
-        p.set_defaults(no_start=False)
+        p.set_defaults(no_start=False, copy_path=[])
     args = ap.parse_args(argv)
     return run_main(f"sweep {args.command}", lambda: run(args))
 

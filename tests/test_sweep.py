@@ -28,6 +28,7 @@ from tests.dvcrepo import Repo, make_tiny_repo, ran, unchanged
 
 MODEL = "resnet18_cifar"
 D = f"reports/{MODEL}"
+RAW = "data/raw/archive.tar.gz"  # ignored by git, like the CIFAR-10 archive
 # As in test_pipeline.py, with INT8 alone and two backends: these tests are about what DVC runs.
 EXTRA = ["train.subset=128", "quality.max_top1_drop=100.0", "backends=[pytorch,onnxruntime]", "precisions=[int8]"]
 
@@ -228,9 +229,12 @@ def test_wait_gives_up_after_its_timeout(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Repo:
-    """The tiny pipeline, reproduced once and committed: the baseline every test starts from."""
+    """The tiny pipeline, reproduced once and committed: the baseline every test starts from.
+    Its data/raw holds a file git ignores, as a real dataset archive is."""
     root = tmp_path_factory.mktemp("sweep")
     repo = make_tiny_repo(root / "repo", EXTRA, env={"PIPELINE_LOCK_DIR": str(root / "gpu-locks")})
+    (repo.path / ".gitignore").write_text(f"/{RAW}\n")
+    (repo.path / RAW).write_bytes(b"a dataset archive stand-in")
     repo.dvc("repro")
     repo.git("add", "-A")
     repo.git("commit", "-q", "-m", "reproduced")
@@ -250,6 +254,7 @@ def test_a_fresh_clone_pulls_from_the_remote_and_reruns_only_the_probe(base: Rep
     clone = Repo(tmp_path / "clone", base.env)
     Repo(tmp_path, base.env).git("clone", "-q", str(base.path), str(clone.path))
     assert not (clone.path / "artifacts" / MODEL / "checkpoint.pt").exists()
+    (clone.path / RAW).write_bytes((base.path / RAW).read_bytes())  # the dataset, on every machine
     clone.dvc("pull")
     for out in ("checkpoint.pt", "onnx/int8.onnx", "calibration/ranges.json", "engines/int8/build.json"):
         assert (clone.path / "artifacts" / MODEL / out).is_file(), out
@@ -291,6 +296,7 @@ def test_two_workers_run_two_experiments_that_keep_their_own_outputs(base: Repo)
         out = base.run(sys.executable, "-m", "stages.sweep", *args, timeout=1200)
     manifest = base.json("reports/sweep/sweep.json")
     assert manifest["jobs"] == 2 and manifest["max_running"] == 2, out  # both ran at once
+    assert manifest["copied"] == [RAW]  # the dataset git ignores: prepare and train stay done
     assert set(manifest["states"].values()) == {"success"}, out
     names = {p["label"]: p["name"] for p in manifest["points"]}
     assert set(names) == {"calibrate.method=percentile", "calibrate.method=entropy"}
@@ -299,6 +305,8 @@ def test_two_workers_run_two_experiments_that_keep_their_own_outputs(base: Repo)
     assert all(name in shown for name in names.values())
     found = sweeps.experiments(json.loads(base.dvc("exp", "show", "--json")))
     for label, name in names.items():
+        log = base.dvc("queue", "logs", name)
+        assert "calibrate" in ran(log) and not {"prepare", "train"} & set(ran(log)), log[-3000:]
         method = label.split("=")[1]
         exp = found[name]
         assert exp["state"] == "success"
@@ -315,3 +323,21 @@ def test_two_workers_run_two_experiments_that_keep_their_own_outputs(base: Repo)
     assert len(int8) == 2 and all(r.split(",")[0] == names[r.split(",")[2]] for r in int8)
     assert (base.path / "reports/sweep" / sweeps.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert yaml.safe_load((base.path / "params.yaml").read_text())["calibrate"]["method"] == "minmax"  # untouched
+
+
+def test_experiments_get_what_git_does_not_track_of_the_raw_dataset_and_the_paths_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scmrepo.git import Git
+
+    monkeypatch.chdir(tmp_path)
+    Git.init(".")
+    Path(".gitignore").write_text("/raw/archive.tar.gz\n/raw/batches/\n/extra/\n")
+    Path("params.yaml").write_text(yaml.safe_dump({"data": {"raw_dir": "raw"}}))
+    for rel in ("raw/README.md", "raw/archive.tar.gz", "raw/batches/b1", "extra/x"):
+        Path(rel).parent.mkdir(parents=True, exist_ok=True)
+        Path(rel).write_text(rel)
+    Git(".").add(["raw/README.md", ".gitignore", "params.yaml"])
+    Git(".").commit("tracked")
+    assert sweep.copy_paths(["extra", "missing", "raw"]) == ["raw/archive.tar.gz", "raw/batches", "extra"]
+    assert sweep.copy_paths([], Path("none.yaml")) == []

@@ -160,6 +160,7 @@ def plot(rows: list[dict[str, Any]], dest: Path, title: str) -> None:
         ax.scatter([x], [y], s=40)
         text = f"{r['label']} {r['precision'].upper()}" if many else r["label"]
         ax.annotate(f"{text}\n({r['backend']})", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.margins(0.2)  # room for the labels
     ax.set_xlabel("top-1 % (test split)")
     ax.set_ylabel("images / s (best compute throughput)")
     ax.set_yscale("log")
