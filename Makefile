@@ -5,9 +5,18 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The serving interpreter (PyTriton needs numpy<2, so it is a venv apart): $SERVE_PYTHON when
+# set in the environment, else .venv-serve, built from serve-requirements.txt when needed.
+SERVE_VENV ?= .venv-serve
+ifeq ($(origin SERVE_PYTHON),environment)
+SERVE_STAMP :=
+else
+SERVE_PYTHON := $(abspath $(SERVE_VENV))/bin/python
+SERVE_STAMP := $(SERVE_VENV)/.installed
+endif
 HAS_GPU = $(shell $(BIN)/python -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 
-.PHONY: help setup repro test test-gpu lint params clean-venv sweep
+.PHONY: help setup serve-venv repro test test-gpu lint params clean-venv sweep
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -17,21 +26,29 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+$(SERVE_VENV)/.installed: serve-requirements.txt
+	@test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	timeout 900 $(SERVE_VENV)/bin/python -m pip install -q --upgrade pip
+	timeout 900 $(SERVE_VENV)/bin/python -m pip install -q -r serve-requirements.txt
+	@touch $@
 
 setup: $(STAMP)  ## create the virtual environment (.venv) with every dependency
 
-repro: setup  ## run the main experiment (GPU) or, without a CUDA GPU, the CPU profile
+serve-venv: $(SERVE_STAMP)  ## create the serving interpreter (.venv-serve: PyTriton, numpy<2, ONNX Runtime)
+
+repro: setup $(SERVE_STAMP)  ## run the main experiment (GPU) or, without a CUDA GPU, the CPU profile (NO_TENSORRT=1: without TensorRT)
+	@$(BIN)/python tools/gpu_extra.py --python $(BIN)/python $(if $(NO_TENSORRT),--no-tensorrt)
 	@if [ "$(HAS_GPU)" = 1 ]; then \
-	  PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro; \
+	  SERVE_PYTHON=$(SERVE_PYTHON) PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro; \
 	else \
 	  echo "make repro: no CUDA GPU here -> running the CPU profile (dvc exp run -S profile=cpu):"; \
 	  echo "  PyTorch and ONNX Runtime on the CPU; FP16 and TensorRT are reported as skipped."; \
 	  echo "  params.yaml in the workspace becomes the CPU profile; 'git checkout params.yaml' restores the default."; \
-	  PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp run -S profile=cpu; \
+	  SERVE_PYTHON=$(SERVE_PYTHON) PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp run -S profile=cpu; \
 	fi
 
-test: setup  ## run the test suite (GPU/TensorRT tests skip themselves without the hardware)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+test: setup $(SERVE_STAMP)  ## run the test suite (GPU/TensorRT tests skip themselves without the hardware)
+	SERVE_PYTHON=$(SERVE_PYTHON) PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
 test-gpu: setup  ## only the GPU and TensorRT tests (on a GPU host; set TRT_PYTHON if TensorRT lives elsewhere)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "gpu or tensorrt"
@@ -47,5 +64,5 @@ lint: setup  ## ruff and mypy
 params: setup  ## recompose params.yaml from conf/ defaults (what DVC's Hydra integration does)
 	$(BIN)/python -c "import os; from dvc.utils.hydra import compose_and_dump as c; c('params.yaml', os.path.abspath('conf'), None, 'config', '', [])"
 
-clean-venv:  ## remove the virtual environment
-	rm -rf $(VENV)
+clean-venv:  ## remove the virtual environments
+	rm -rf $(VENV) $(SERVE_VENV)

@@ -20,10 +20,11 @@ from typing import Any
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, PipelineError, UnsupportedCombination
 from .lib.fanout import add_arguments, passthrough, per_backend, status_of
-from .lib.gpus import device_record
-from .lib.io import write_csv, write_json, write_text
+from .lib.gpus import current_gpu
+from .lib.io import write_json, write_records
 from .lib.params import Params, load_params
-from .lib.runners import Artifacts, Runner, create_runner
+from .lib.runners.base import Artifacts, Runner
+from .lib.runners.registry import create_runner
 from .lib.timing import TimedOp, measure, span_budgeted, summarize
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,18 @@ def _cuda_mem() -> float | None:
     try:
         from .lib import cuda
 
-        cuda.check(cuda._runtime().cudaFree(0))  # create the context before the baseline
+        cuda.init_context()  # the context itself belongs to the baseline
         return cuda.mem_used_mb()
     except (PipelineError, ImportError):
         return None
+
+
+def device_record(device: str) -> dict[str, Any]:
+    """Where a backend ran: the GPU's name, nvidia-smi index and UUID, or "cpu"."""
+    if device != "cuda":
+        return {"name": "cpu", "index": None, "uuid": None}
+    gpu = current_gpu()
+    return gpu.record() if gpu else {"name": "unknown CUDA device", "index": None, "uuid": None}
 
 
 def batch_sizes(backend: str, p: Params) -> list[int]:
@@ -84,7 +93,8 @@ def bench_runner(runner: Runner, backend: str, p: Params) -> list[dict[str, Any]
     if gpu:
         rows += pipelined_rows(runner, max(sizes), p)
         rows += concurrent_rows(runner, max(sizes), p)
-    return rows
+    spec = runner.input_spec()  # what crossed to the device: uint8 for raw-pixel models
+    return [{**r, "input_dtype": spec.dtype, "input_layout": spec.layout} for r in rows]
 
 
 def _span_row(
@@ -206,10 +216,7 @@ def parent(args: argparse.Namespace) -> None:
         if "layer_profile" in rec:
             layers[backend] = rec.pop("layer_profile")
         summary[backend] = {**rec, **headline(rows)} if rows else rec
-    if records:
-        write_csv(args.records, records)
-    else:
-        write_text(args.records, "backend\n")
+    write_records(args.records, records)
     write_json(args.layers, layers)
     write_json(args.out, summary)
 

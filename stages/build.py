@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from .lib import data
+from .lib import data, inputs
 from .lib.cli import run_main
 from .lib.errors import OnnxModelError
 from .lib.interpreter import run_module, trt_python
 from .lib.io import read_json, write_bytes, write_json
-from .lib.params import load_params
-from .lib.runners.trt_runner import BUILD_FILE, ENGINE_FILE, LAYERS_FILE
+from .lib.params import Params, load_params
 from .lib.trt import common
+from .lib.trt.engine import BUILD_FILE, ENGINE_FILE, LAYERS_FILE
 from .lib.trt.fingerprint import describe
 
 log = logging.getLogger(__name__)
@@ -51,20 +53,10 @@ def run(args: argparse.Namespace) -> None:
     logger = common.make_logger(trt)
     cache_file = out / TIMING_CACHE
     cache = cache_file.read_bytes() if p.build.timing_cache and cache_file.is_file() else None
-    calibrator = None
-    if args.implicit_calibration:
-        from .lib.trt.calibrator import make_entropy_calibrator
-
-        split = data.load_split(args.calib)
-        batches = [
-            data.preprocess(split.images[i : i + 32], p.data.mean, p.data.std, p.model.image_size)
-            for i in range(0, len(split) - 31, 32)
-        ]
-        calibrator = make_entropy_calibrator(trt, batches, out / "calibration.cache")
-
+    calibration = _implicit_calibration(trt, args.calib, p, out) if args.implicit_calibration else None
     from .lib.trt.builder import build_engine
 
-    result = build_engine(trt, logger, args.onnx, args.precision, p.build, cache, calibrator)
+    result = build_engine(trt, logger, args.onnx, args.precision, p.build, cache, calibration)
     result.report.update(status="built", fingerprint=fp, onnx_sha256=_sha256(args.onnx))
     write_bytes(out / ENGINE_FILE, result.engine)
     if result.timing_cache is not None:
@@ -82,6 +74,21 @@ def run(args: argparse.Namespace) -> None:
         result.report["layer_count"],
         result.report["layer_precisions"],
     )
+
+
+def _implicit_calibration(trt: Any, calib: Path, p: Params, out: Path) -> Callable[[inputs.InputSpec], Any]:
+    """What makes TensorRT's entropy calibrator once the network's input is known: batches of
+    32 calibration images in that input's format."""
+    common.require_implicit_calibrator(trt)  # says so before any calibration data is read
+    from .lib.trt.calibrator import make_entropy_calibrator
+
+    split = data.load_split(calib)
+
+    def make(spec: inputs.InputSpec) -> Any:
+        batches = list(inputs.model_batches(split.images, spec, p.data.mean, p.data.std, 32, drop_last=True))
+        return make_entropy_calibrator(trt, batches, out / "calibration.cache")
+
+    return make
 
 
 def _sha256(path: Path) -> str:

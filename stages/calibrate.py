@@ -7,7 +7,9 @@ residual block's skip input (the pattern TensorRT fuses into conv + add + ReLU),
 ``quantize_residual_add``, on all Add inputs and outputs (ORT's own placement); with
 ``quantize_pools``, also around the average pool (an INT8 pool after the last conv). Convs named
 by ``float_nodes`` stay in float. The stage then checks the Q/DQ model against FP32 on the
-calibration images (top-1 agreement), so a collapse shows before any engine is built.
+calibration images (top-1 agreement), so a collapse shows before any engine is built. The
+calibration batches are in the FP32 model's input format (raw uint8 pixels or float); with
+``export.io_fp16`` the kept Q/DQ model gets fp16 graph I/O (Casts at the edges) at the end.
 
 Minmax follows single outlier activations, so one method may not be enough: below
 ``min_agreement`` the stage calibrates again with each of ``fallback_methods`` in turn, until
@@ -32,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from .lib import data, metrics
+from .lib import data, inputs, metrics
 from .lib.cli import run_main
 from .lib.errors import OnnxModelError
 from .lib.io import atomic_path, write_json
-from .lib.onnxgraph import quantize_pools, quantize_skip_inputs
+from .lib.onnxgraph import cast_io_to_fp16, input_spec, quantize_pools, quantize_skip_inputs
 from .lib.params import CalibrateParams, Params, load_params
 from .lib.progress import progress
 from .lib.runners.ort_runner import available_device, reference_runner
@@ -67,12 +69,10 @@ class _Reader:
         raise NotImplementedError
 
 
-def calibration_batches(p: Params, calib: data.Split) -> list[np.ndarray]:
+def calibration_batches(p: Params, calib: data.Split, spec: inputs.InputSpec) -> list[np.ndarray]:
+    """The first calibrate.num_images calibration images in batches of the model's input ``spec``."""
     n = min(p.calibrate.num_images, len(calib))
-    return [
-        data.preprocess(calib.images[i : i + BATCH], p.data.mean, p.data.std, p.model.image_size)
-        for i in range(0, n, BATCH)
-    ]
+    return list(inputs.model_batches(calib.images[:n], spec, p.data.mean, p.data.std, BATCH))
 
 
 def compute_ranges(onnx_path: Path, batches: list[np.ndarray], c: CalibrateParams, providers: list[str]) -> Any:
@@ -182,6 +182,19 @@ def quantize(onnx_path: Path, tensors: Any, c: CalibrateParams, dest: Path) -> d
     return counts
 
 
+def with_fp16_io(path: Path) -> None:
+    """Rewrite the Q/DQ model at ``path`` with fp16 graph I/O (export.io_fp16), in place."""
+    import onnx
+
+    model = load_onnx(path)
+    cast_io_to_fp16(model)
+    onnx.save(model, str(path))
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        raise OnnxModelError(f"{path}: the Q/DQ model with fp16 I/O fails onnx.checker ({exc})") from exc
+
+
 def amax_by_tensor(tensors: Any) -> dict[str, float]:
     """The calibrated symmetric range (max |value|) of each tensor ORT's calibrator saw."""
     return {name: max(map(abs, _min_max(td))) for name, td in tensors.data.items()}
@@ -276,7 +289,8 @@ def run(args: argparse.Namespace) -> None:
     if not args.onnx.is_file():
         raise OnnxModelError(f"{args.onnx} is missing: run `dvc repro export`")
     calib = data.load_split(args.calib)
-    batches = calibration_batches(p, calib)
+    spec = input_spec(load_onnx(args.onnx))
+    batches = calibration_batches(p, calib, spec)
     n_images = sum(len(b) for b in batches)
     import onnxruntime as ort
 
@@ -289,6 +303,8 @@ def run(args: argparse.Namespace) -> None:
         attempts = try_methods(job, args.out, temps)
         kept = max(attempts, key=lambda a: a.agreement)  # max keeps the first of equals
         kept_c = dataclasses.replace(p.calibrate, method=kept.method)
+        if p.export.io_fp16:
+            with_fp16_io(kept.path)
         write_json(args.ranges, ranges_to_json(kept.tensors, kept_c, n_images))
         os.replace(kept.path, args.out)  # same folder: an atomic rename
     finally:
@@ -317,6 +333,8 @@ def run(args: argparse.Namespace) -> None:
             "images": n_images,
             "from_split": "train",
             "per_channel": p.calibrate.per_channel,
+            "input": spec.describe(),
+            "io_fp16": p.export.io_fp16,
             "quantize_residual_add": p.calibrate.quantize_residual_add,
             "tensors_calibrated": len(kept.tensors.data),
             "calibrate_s": round(calib_s, 2),

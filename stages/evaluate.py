@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from .lib import data, metrics
+from .lib import data, inputs, metrics
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, PipelineError, UnsupportedCombination
 from .lib.fanout import add_arguments, passthrough, per_backend, status_of
 from .lib.io import read_json, write_json
 from .lib.params import Params, load_params
-from .lib.progress import progress
-from .lib.runners import Artifacts, create_runner
+from .lib.runners.base import Artifacts
+from .lib.runners.registry import create_runner
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +46,11 @@ def evaluate_backend(
         runner = create_runner(backend, precision, artifacts, p)
     except (UnsupportedCombination, BackendUnavailable) as exc:
         return status_of(exc)
-    logits = []
     t0 = time.perf_counter()
-    with runner:
-        chunks = list(data.batches(test, EVAL_BATCH))
-        for images, _ in progress(chunks, total=len(chunks), desc=f"eval {backend} {precision}"):
-            x = data.preprocess(images, p.data.mean, p.data.std, p.model.image_size)
-            logits.append(runner.infer(x))
+    with runner:  # images preprocessed into the runner's input format (raw pixels or float)
+        out = inputs.infer_all(runner, test.images, p.data.mean, p.data.std, EVAL_BATCH, f"eval {backend} {precision}")
         info = runner.describe()
     seconds = time.perf_counter() - t0
-    out = np.concatenate(logits)
     preds = out.argmax(1)
     cm = metrics.confusion_matrix(test.labels, preds, num_classes)
     agree = metrics.agreement(reference, out)

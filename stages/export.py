@@ -1,6 +1,8 @@
 """export: checkpoint -> fp32.onnx and fp16.onnx (dynamic batch), checked and validated.
 
-ONNX Runtime is validated against PyTorch on real test images with tolerances from params;
+With ``export.raw_input`` the models take uint8 NHWC images and preprocess inside the graph;
+with ``export.io_fp16`` fp16.onnx returns fp16 (and takes fp16 unless raw). ONNX Runtime is
+validated against PyTorch (float input) on real test images with tolerances from params;
 every mismatch is listed in one ParityError. ONNX Runtime FP32 logits on the first
 ``export.reference_images`` test images become the reference every engine is verified against.
 """
@@ -17,14 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .lib import data
+from .lib import data, inputs
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, OnnxModelError, ParityError
 from .lib.io import atomic_path, write_json
-from .lib.models import load_checkpoint
+from .lib.models import RawPixels, load_checkpoint
 from .lib.onnxgraph import topological_sort
 from .lib.params import Params, load_params
-from .lib.progress import progress
 from .lib.runners.ort_runner import available_device, reference_runner
 
 log = logging.getLogger(__name__)
@@ -32,16 +33,22 @@ log = logging.getLogger(__name__)
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-def export_fp32(model: torch.nn.Module, image_size: int, opset: int, exporter: str, dest: Path) -> None:
+def export_fp32(
+    model: torch.nn.Module, image_size: int, opset: int, exporter: str, dest: Path, raw: bool = False
+) -> None:
     """ONNX export with a dynamic batch axis, then onnx.checker.
 
     ``torchscript`` (default) writes GlobalAveragePool/Flatten at the requested opset;
     ``dynamo`` (torch.export) writes opset >= 18 ReduceMean with axes as an input, which
     TensorRT's ONNX parser rejects (NVIDIA/TensorRT#3467), so it is for other runtimes.
+    ``raw``: ``model`` is a :class:`RawPixels` taking uint8 NHWC images.
     """
     import warnings
 
-    x = torch.randn(2, 3, image_size, image_size)
+    if raw:
+        x = torch.randint(0, 256, (2, image_size, image_size, 3), dtype=torch.uint8)
+    else:
+        x = torch.randn(2, 3, image_size, image_size)
     with atomic_path(dest) as tmp:
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=4096)
@@ -75,12 +82,16 @@ def export_fp32(model: torch.nn.Module, image_size: int, opset: int, exporter: s
         check_onnx(tmp, name=str(dest))
 
 
-def export_fp16(src: Path, dest: Path) -> None:
-    """FP16 weights and arithmetic, FP32 input/output (casts inside the graph)."""
+def export_fp16(src: Path, dest: Path, io_fp16: bool = False) -> None:
+    """FP16 weights and arithmetic; FP32 input/output (casts inside the graph) unless ``io_fp16``.
+
+    A uint8 input (raw pixels) stays uint8 either way: the converter turns its Cast to float32
+    into a Cast to float16.
+    """
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model16 = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    model16 = convert_float_to_float16(onnx.load(str(src)), keep_io_types=not io_fp16)
     topological_sort(model16.graph)  # the converter appends its input casts at the end
     with atomic_path(dest) as tmp:
         onnx.save(model16, str(tmp))
@@ -119,11 +130,8 @@ def compare(
 
 
 def logits_of(runner: Any, split: data.Split, p: Params, n: int, desc: str) -> np.ndarray:
-    out = []
-    chunks = list(data.batches(data.Split(split.images[:n], split.labels[:n]), 128))
-    for images, _ in progress(chunks, total=len(chunks), desc=desc):
-        out.append(runner.infer(data.preprocess(images, p.data.mean, p.data.std, p.model.image_size)))
-    return np.concatenate(out)
+    """The runner's logits on the first ``n`` images, in the runner's input format."""
+    return inputs.infer_all(runner, split.images[:n], p.data.mean, p.data.std, 128, desc)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -132,12 +140,14 @@ def run(args: argparse.Namespace) -> None:
     test = data.load_split(args.test)
     t0 = time.perf_counter()
     fp32, fp16 = args.out_dir / "fp32.onnx", args.out_dir / "fp16.onnx"
-    export_fp32(model, p.model.image_size, p.export.opset, p.export.exporter, fp32)
-    export_fp16(fp32, fp16)
+    raw = p.export.raw_input
+    net = RawPixels(model, p.data.mean, p.data.std).eval() if raw else model
+    export_fp32(net, p.model.image_size, p.export.opset, p.export.exporter, fp32, raw=raw)
+    export_fp16(fp32, fp16, io_fp16=p.export.io_fp16)
     export_s = time.perf_counter() - t0
 
-    n = min(p.export.parity_images, len(test))
-    x_all = data.preprocess(test.images[:n], p.data.mean, p.data.std, p.model.image_size)
+    n = min(p.export.parity_images, len(test))  # PyTorch on float input: the reference either way
+    x_all = inputs.preprocess(test.images[:n], p.data.mean, p.data.std, p.model.image_size)
     with torch.no_grad():
         torch_logits = np.concatenate([model(torch.from_numpy(x_all[i : i + 64])).numpy() for i in range(0, n, 64)])
     device = available_device(p)
@@ -149,8 +159,11 @@ def run(args: argparse.Namespace) -> None:
         "fp16_onnx_mb": round(fp16.stat().st_size / 2**20, 2),
         "ort_provider": device,
         "synthetic_data": bool(meta["synthetic"]),
+        "raw_input": raw,
+        "io_fp16": p.export.io_fp16,
     }
     with reference_runner(p, "fp32", fp32, device) as ort32:
+        report["fp32_input"] = ort32.input_spec().describe()
         parity = compare(
             torch_logits,
             logits_of(ort32, test, p, n, "parity fp32"),

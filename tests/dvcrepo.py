@@ -36,15 +36,16 @@ class Repo:
         )
         self.env.update(env or {})
         self.env.pop("PYTHONPATH", None)
+        self.env.pop("SERVE_PYTHON", None)  # serve@p records "skipped"; tests/test_serve.py serves for real
 
-    def run(self, *args: str, check: bool = True, timeout: int = 600) -> str:
+    def run(self, *args: str, check: bool = True, timeout: int = 1200) -> str:
         proc = subprocess.run(list(args), cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout)
         out = proc.stdout + proc.stderr
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{out[-6000:]}")
         return out
 
-    def dvc(self, *args: str, check: bool = True, timeout: int = 600) -> str:
+    def dvc(self, *args: str, check: bool = True, timeout: int = 1200) -> str:
         return self.run(sys.executable, "-m", "dvc", *args, check=check, timeout=timeout)
 
     def git(self, *args: str) -> str:

@@ -676,3 +676,72 @@ def test_leftovers_helper_finds_temporary_files(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == [str(tmp_path / ".x.json.abc.tmp")]
     shutil.rmtree(tmp_path)
     assert leftovers(tmp_path) == []
+
+
+# -- validate: bad params fail before any stage deletes anything ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "needles"),
+    [
+        (lambda r: r["train"].__setitem__("epochs", -1), ["train.epochs: must be >= 0, got -1"]),
+        (
+            lambda r: r["data"].__setitem__("calib_size", 999999),
+            ["data.calib_size: 999999 exceeds the", "training images", "use at most"],
+        ),
+        (lambda r: r["bench"].__setitem__("batch_sizes", [1, 0]), ["bench.batch_sizes[1]: must be > 0, got 0"]),
+    ],
+)
+def test_validate_rejects_bad_params_in_one_line_and_writes_nothing(
+    project: Path, change: Callable[[dict[str, Any]], None], needles: list[str]
+) -> None:
+    edit_params(project, change)
+    proc = run_stage("validate", ["--out", "artifacts/params-valid.json"], project, check=False)
+    one_line_error(proc, "validate", "invalid parameters in params.yaml", *needles)
+    assert not (project / "artifacts").exists()
+
+
+def test_validate_counts_the_raw_training_images_without_decoding(project: Path, tmp_path: Path) -> None:
+    """A JPEG tree in an archive: names are counted, no image is opened (these are not images)."""
+    archive = project / "data" / "raw" / "tree.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for split, n in (("train", 3), ("test", 1)):
+            for i in range(n):
+                info = tarfile.TarInfo(f"tree/{split}/cat/{i}.jpg")
+                info.size = 4
+                tar.addfile(info, io.BytesIO(b"junk"))
+
+    def use_archive(r: dict[str, Any]) -> None:
+        r["data"].update(source="auto", calib_size=4)
+        r["calibrate"]["num_images"] = 4
+
+    edit_params(project, use_archive)
+    proc = run_stage("validate", ["--out", "ok.json"], project, check=False)
+    one_line_error(proc, "validate", "data.calib_size: 4 exceeds the 3 training images in data/raw", "at most 3")
+    edit_params(project, lambda r: r["data"].update(calib_size=3) or r["calibrate"].update(num_images=3))
+    run_stage("validate", ["--out", "ok.json"], project)
+    assert json.loads((project / "ok.json").read_text()) == {"params_valid": True}
+
+
+def test_validate_output_is_the_same_for_any_valid_params(project: Path) -> None:
+    run_stage("validate", ["--out", "a.json"], project)
+    edit_params(project, lambda r: r["train"].__setitem__("epochs", 7))
+    run_stage("validate", ["--out", "b.json"], project)
+    assert (project / "a.json").read_bytes() == (project / "b.json").read_bytes()
+
+
+@pytest.mark.parametrize("stage", ["probe", "build"])
+def test_missing_trt_python_is_named_in_one_line(project: Path, tmp_path: Path, stage: str) -> None:
+    missing = tmp_path / "no-such-venv" / "bin" / "python"
+    args = {
+        "probe": ["--out", "fp.json"],
+        "build": ["--precision", "fp32", "--onnx", "a.onnx", "--fingerprint", "fp.json", "--out-dir", "e"],
+    }[stage] + (["--report", "r.json"] if stage == "build" else [])
+    proc = run_stage(stage, args, project, check=False, env={"TRT_PYTHON": str(missing)})
+    one_line_error(proc, f"{stage}" if stage == "probe" else "build fp32", f"TRT_PYTHON={missing} does not exist")
+    assert not (project / "fp.json").exists() and not (project / "e").exists()
+
+
+def test_trt_python_that_is_a_folder_is_named_in_one_line(project: Path, tmp_path: Path) -> None:
+    proc = run_stage("probe", ["--out", "fp.json"], project, check=False, env={"TRT_PYTHON": str(tmp_path)})
+    one_line_error(proc, "probe", f"TRT_PYTHON={tmp_path} is not an executable file")

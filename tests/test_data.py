@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.lib import data
+from stages.lib import data, inputs
 from stages.lib.data import DatasetError
 
 MEAN = [0.4914, 0.4822, 0.4465]
@@ -409,28 +409,28 @@ def _images(n: int = 3, seed: int = 0) -> np.ndarray:
 
 def test_preprocess_layout_and_values() -> None:
     imgs = _images()
-    x = data.preprocess(imgs, MEAN, STD, 32)
+    x = inputs.preprocess(imgs, MEAN, STD, 32)
     assert x.dtype == np.float32 and x.shape == (3, 3, 32, 32)
     assert x.flags["C_CONTIGUOUS"]
     for c in range(3):
         want = (imgs[:, :, :, c].astype(np.float64) / 255 - MEAN[c]) / STD[c]
         np.testing.assert_allclose(x[:, c], want, rtol=0, atol=1e-5)
     # extremes
-    white = data.preprocess(np.full((1, 32, 32, 3), 255, np.uint8), [0.5] * 3, [0.25] * 3, 32)
-    black = data.preprocess(np.zeros((1, 32, 32, 3), np.uint8), [0.5] * 3, [0.25] * 3, 32)
+    white = inputs.preprocess(np.full((1, 32, 32, 3), 255, np.uint8), [0.5] * 3, [0.25] * 3, 32)
+    black = inputs.preprocess(np.zeros((1, 32, 32, 3), np.uint8), [0.5] * 3, [0.25] * 3, 32)
     np.testing.assert_allclose(white, 2.0, atol=1e-6)
     np.testing.assert_allclose(black, -2.0, atol=1e-6)
 
 
 def test_preprocess_upsamples_by_nearest_repeat() -> None:
     imgs = _images(2)
-    x32 = data.preprocess(imgs, MEAN, STD, 32)
-    x64 = data.preprocess(imgs, MEAN, STD, 64)
+    x32 = inputs.preprocess(imgs, MEAN, STD, 32)
+    x64 = inputs.preprocess(imgs, MEAN, STD, 64)
     assert x64.shape == (2, 3, 64, 64) and x64.dtype == np.float32
     for dy in (0, 1):
         for dx in (0, 1):
             np.testing.assert_array_equal(x64[:, :, dy::2, dx::2], x32)
-    x224 = data.preprocess(imgs[:1], MEAN, STD, 224)
+    x224 = inputs.preprocess(imgs[:1], MEAN, STD, 224)
     assert x224.shape == (1, 3, 224, 224)
     np.testing.assert_array_equal(x224[:, :, 13::7, 6::7], x32[:1, :, 1:, :])  # 13 // 7 == 1
 
@@ -438,15 +438,16 @@ def test_preprocess_upsamples_by_nearest_repeat() -> None:
 @pytest.mark.parametrize("size", [48, 16, 33])
 def test_preprocess_rejects_non_multiple_size(size: int) -> None:
     with pytest.raises(DatasetError, match=f"model input {size} is not a multiple of the image size 32"):
-        data.preprocess(_images(1), MEAN, STD, size)
+        inputs.preprocess(_images(1), MEAN, STD, size)
 
 
-def test_batches_in_order_last_one_smaller() -> None:
-    split = data.Split(_images(5), np.arange(5))
-    got = list(data.batches(split, 2))
-    assert [len(lbl) for _, lbl in got] == [2, 2, 1]
-    np.testing.assert_array_equal(np.concatenate([i for i, _ in got]), split.images)
-    np.testing.assert_array_equal(np.concatenate([lbl for _, lbl in got]), np.arange(5))
+def test_model_batches_in_order_last_one_smaller_unless_dropped() -> None:
+    imgs = _images(5)
+    spec = inputs.float_input(32)
+    got = list(inputs.model_batches(imgs, spec, MEAN, STD, 2))
+    assert [len(b) for b in got] == [2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate(got), inputs.preprocess(imgs, MEAN, STD, 32))
+    assert [len(b) for b in inputs.model_batches(imgs, spec, MEAN, STD, 2, drop_last=True)] == [2, 2]
 
 
 # -- torch twin ------------------------------------------------------------------------------
@@ -461,7 +462,7 @@ def test_device_dataset_normalise_equals_preprocess(size: int) -> None:
     imgs = _images(4, seed=11)
     ds = DeviceDataset(data.Split(imgs, np.arange(4)), torch.device("cpu"), MEAN, STD, size)
     got = ds.normalise(ds.images).numpy()
-    want = data.preprocess(imgs, MEAN, STD, size)
+    want = inputs.preprocess(imgs, MEAN, STD, size)
     assert got.shape == want.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     np.testing.assert_allclose(ds.plain(1, 3).numpy(), want[1:3], rtol=0, atol=1e-6)

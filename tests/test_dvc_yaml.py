@@ -134,9 +134,10 @@ def test_foreach_stages_iterate_precisions(name: str) -> None:
 def test_params_entries_exist_in_params_yaml(name: str) -> None:
     stage = STAGES[name]
     for entry in stage.get("params", []):
-        if isinstance(entry, dict):  # {file: [keys]}
+        if isinstance(entry, dict):  # {file: [keys]}, or {file: None} for every key in it
             ((file, keys),) = entry.items()
             assert file == "params.yaml", f"{name}: params from {file}"
+            keys = keys or []
         else:
             keys = [entry]
         for key in keys:
@@ -216,13 +217,27 @@ def test_flag_path_parser_sees_every_path() -> None:
     }
 
 
+# Outputs that describe the machine or the params file, the same for every model.
+MODEL_INDEPENDENT = {"artifacts/fingerprint.json", "artifacts/params-valid.json"}
+
+
+def test_validate_runs_first_and_tracks_all_of_params_yaml() -> None:
+    """Every other stage but probe (which reads no params) depends on validate's output."""
+    out = "artifacts/params-valid.json"
+    assert _paths(STAGES["validate"]["outs"]) == [out]
+    assert STAGES["validate"]["params"] == [{"params.yaml": None}]
+    for name, stage in STAGES.items():
+        if name not in ("validate", "probe"):
+            assert out in _paths(stage.get("deps")), f"{name} does not wait for validate"
+
+
 @pytest.mark.parametrize("name", STAGE_IDS)
 def test_outputs_are_written_under_the_model_name(name: str) -> None:
     """Two models never write the same artifact or report."""
     model = PARAMS["model"]["name"]
     for key in ("outs", "metrics", "plots"):
         for path in _paths(STAGES[name].get(key)):
-            if path.startswith(("artifacts/", "reports/")) and path != "artifacts/fingerprint.json":
+            if path.startswith(("artifacts/", "reports/")) and path not in MODEL_INDEPENDENT:
                 assert f"/{model}/" in path + "/", f"{name}: {path} is not under {model}"
 
 

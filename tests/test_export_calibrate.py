@@ -16,7 +16,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from stages import calibrate, export
-from stages.lib import data
+from stages.lib import data, inputs
 from stages.lib.errors import OnnxModelError, ParityError
 from stages.lib.models import load_checkpoint
 from stages.lib.params import load_params
@@ -71,7 +71,7 @@ def _graph_maps(model: onnx.ModelProto):
 def tiny(prepared_tiny: Path):
     p = load_params(prepared_tiny / "params.yaml")
     test = data.load_split(prepared_tiny / "data/prepared/test.npz")
-    x = data.preprocess(test.images, p.data.mean, p.data.std, p.model.image_size)
+    x = inputs.preprocess(test.images, p.data.mean, p.data.std, p.model.image_size)
     return prepared_tiny, p, test, x
 
 
@@ -360,7 +360,7 @@ def test_ranges_json(prepared_tiny: Path, int8_model) -> None:
         # MinMax (symmetric): the input's range is [-amax, amax] with amax the largest |value|
         # over every calibration image the stage used
         calib = data.load_split(prepared_tiny / "data/prepared/calib.npz")
-        x = np.concatenate(calibrate.calibration_batches(p, calib))
+        x = np.concatenate(calibrate.calibration_batches(p, calib, inputs.float_input(32)))
         assert len(x) == ranges["images"]
         assert tensors["input"]["amax"] == pytest.approx(float(np.abs(x).max()), rel=1e-6)
         assert tensors["input"]["min"] == pytest.approx(-tensors["input"]["max"], rel=1e-6)
@@ -386,7 +386,7 @@ def calib_batches(tiny) -> list[np.ndarray]:
     root, p, _, _ = tiny
     calib = data.load_split(root / "data/prepared/calib.npz")
     p5 = dataclasses.replace(p, calibrate=dataclasses.replace(p.calibrate, num_images=96))
-    batches = calibrate.calibration_batches(p5, calib)
+    batches = calibrate.calibration_batches(p5, calib, inputs.float_input(32))
     assert [len(b) for b in batches] == [32] * 3
     return batches
 

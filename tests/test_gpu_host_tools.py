@@ -1,5 +1,6 @@
-"""tools/gpu-host/session.sh without the GPU host: workspaces and variants, run locally with
-this interpreter's DVC (a dry run composes the workspace exactly as on the host)."""
+"""tools/gpu-host/session.sh without the GPU host: workspaces, background jobs, A/B steps and
+collect, run locally with this interpreter's DVC (a dry run composes the workspace exactly as
+on the host)."""
 
 from __future__ import annotations
 
@@ -22,20 +23,30 @@ pytestmark = pytest.mark.skipif(not DVC.exists() or shutil.which("bash") is None
 
 
 def _session(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, WS=str(tmp_path / "ws"), OUT=str(tmp_path / "out"), DVC=str(DVC), HOST_PYTHON=sys.executable)
+    env = dict(
+        os.environ,
+        WS=str(tmp_path / "ws"),
+        OUT=str(tmp_path / "out"),
+        BG=str(tmp_path / "bg"),
+        DVC=str(DVC),
+        HOST_PYTHON=sys.executable,
+    )
     return subprocess.run(["bash", str(SESSION), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def _ab(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`session.sh ab ...` with A/B folders under tmp_path/ab and a TensorRT Python that does
-    not exist, so anything that reaches the benchmark says "nonexistent"."""
+    """`session.sh ab ...` with A/B folders under tmp_path/ab and a TensorRT Python that only
+    records the module it was asked to run (in tmp_path/trt-calls) and fails."""
+    stub = tmp_path / "trt-python"
+    stub.write_text(f'#!/bin/sh\necho "$2" >> {tmp_path / "trt-calls"}\nexit 1\n')
+    stub.chmod(0o755)
     env = dict(
         os.environ,
         WS=str(tmp_path / "ws"),
         OUT=str(tmp_path / "out"),
         DVC=str(DVC),
         HOST_PYTHON=sys.executable,
-        TRT_PYTHON="/nonexistent/python",
+        TRT_PYTHON=str(stub),
         AB_DIR=str(tmp_path / "ab"),
     )
     return subprocess.run(
@@ -43,81 +54,93 @@ def _ab(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_variant_gets_its_own_workspace_with_its_overrides(tmp_path: Path) -> None:
-    made = _session(tmp_path, "variant", "r18-cutmix", "resnet18_cifar", "train.cutmix=0.5", "train.cutout=0")
+def test_a_workspace_gets_its_own_overrides(tmp_path: Path) -> None:
+    made = _session(tmp_path, "workspace", "r18-cutmix", "train.cutmix=0.5", "train.cutout=0")
     assert made.returncode == 0, made.stderr
-    assert made.stdout.split() == ["model=resnet18_cifar", "train.cutmix=0.5", "train.cutout=0"]
-    dry = _session(tmp_path, "repro", "r18-cutmix", "--dry", "prepare")
+    assert made.stdout.split() == ["train.cutmix=0.5", "train.cutout=0"]
+    dry = _session(tmp_path, "repro", "r18-cutmix", "--dry", "validate")
     assert dry.returncode == 0, dry.stdout + dry.stderr
-    assert "Running stage 'prepare'" in dry.stdout and "PIPELINE COMPLETE" in dry.stdout
+    assert "Running stage 'validate'" in dry.stdout and "PIPELINE COMPLETE" in dry.stdout
     params = yaml.safe_load((tmp_path / "ws" / "r18-cutmix" / "params.yaml").read_text())
     assert params["model"]["name"] == "resnet18_cifar"
     assert params["train"]["cutmix"] == 0.5 and params["train"]["cutout"] == 0
     assert params["train"]["epochs"] == yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["epochs"]
 
 
-def test_a_model_name_is_a_workspace_of_that_model_with_defaults(tmp_path: Path) -> None:
-    dry = _session(tmp_path, "repro", "resnet50", "--dry", "prepare")
+def test_an_experiment_name_is_a_workspace_of_that_experiment(tmp_path: Path) -> None:
+    dry = _session(tmp_path, "repro", "resnet50_224", "--dry", "validate")
     assert dry.returncode == 0, dry.stdout + dry.stderr
-    params = yaml.safe_load((tmp_path / "ws" / "resnet50" / "params.yaml").read_text())
+    assert (tmp_path / "ws" / "resnet50_224" / "overrides").read_text().split() == ["experiment=resnet50_224"]
+    params = yaml.safe_load((tmp_path / "ws" / "resnet50_224" / "params.yaml").read_text())
     assert params["model"]["name"] == "resnet50" and params["model"]["image_size"] == 224
+    assert params["train"]["epochs"] == 12
 
 
-def test_variant_without_a_model_is_a_usage_error(tmp_path: Path) -> None:
-    bad = _session(tmp_path, "variant", "lonely")
-    assert bad.returncode == 2 and "usage: session.sh variant NAME MODEL" in bad.stderr
+def test_workspace_without_a_name_is_a_usage_error(tmp_path: Path) -> None:
+    bad = _session(tmp_path, "workspace")
+    assert bad.returncode == 2 and "usage: session.sh" in bad.stderr
 
 
-def _trained(ws: Path, model: str, top1: float) -> None:
-    (ws / "reports" / model).mkdir(parents=True)
-    (ws / "params.yaml").write_text(yaml.safe_dump({"seed": 0, "model": {"name": model, "arch": "resnet18"}}))
-    (ws / "reports" / model / "train.json").write_text(f'{{"test_top1": {top1}, "epochs": 3}}')
-
-
-def test_best_names_the_workspace_whose_training_scored_highest(tmp_path: Path) -> None:
-    _trained(tmp_path / "ws" / "a", "resnet18_cifar", 92.94)
-    _trained(tmp_path / "ws" / "b", "resnet18_cifar", 93.34)
-    _trained(tmp_path / "ws" / "c", "resnet18_cifar", 93.1)
-    (tmp_path / "ws" / "untrained").mkdir()  # no params, no train.json: not a candidate
-    best = _session(tmp_path, "best", "a", "untrained", "b", "c")
-    assert best.returncode == 0, best.stderr
-    assert best.stdout.strip() == "b"
-    assert _session(tmp_path, "best", "a", "c").stdout.strip() == "c"
+def test_background_steps_run_in_order_and_wait_reports_them(tmp_path: Path) -> None:
+    started = _session(tmp_path, "bg", "job1", "workspace a train.epochs=1", "repro a --dry validate")
+    assert started.returncode == 0 and started.stdout.startswith("started job1"), started.stderr
+    waited = _session(tmp_path, "wait", "120")
+    assert waited.returncode == 0, waited.stderr
+    assert "== job1: finished rc=0" in waited.stdout, waited.stdout
+    log = (tmp_path / "bg" / "job1.log").read_text()
+    assert log.index("== workspace a train.epochs=1") < log.index("== repro a --dry validate")
+    assert "PIPELINE COMPLETE" in log
+    # the job's own OUT: a later command's $OUT is emptied when it starts
+    assert "Running stage 'validate'" in (tmp_path / "bg" / "job1.out" / "repro-a.log").read_text()
 
 
 def test_ab_composes_the_workspace_overrides_plus_its_own(tmp_path: Path) -> None:
     """`ab` rebuilds from params the workspace's overrides and the A/B's compose; here the
     build then fails (no ONNX on this machine), which must stop the step before the benchmark."""
-    made = _session(tmp_path, "variant", "r50", "resnet50", "train.epochs=2")
-    assert made.returncode == 0, made.stderr
-    assert _session(tmp_path, "repro", "r50", "--dry", "prepare").returncode == 0
+    assert _session(tmp_path, "workspace", "resnet50_224", "train.epochs=2").returncode == 0
+    assert _session(tmp_path, "repro", "resnet50_224", "--dry", "validate").returncode == 0
     env_dir = tmp_path / "ab"
-    ran = _ab(tmp_path, "r50", "int8", "opt5", "build.opt_level=5", "bench.contexts=1")
+    ran = _ab(tmp_path, "resnet50_224", "int8", "opt5", "build.opt_level=5", "bench.contexts=1")
     params = yaml.safe_load((env_dir / "ab-opt5-int8" / "params.yaml").read_text())
     assert params["model"]["name"] == "resnet50" and params["train"]["epochs"] == 2  # the workspace's
     assert params["build"]["opt_level"] == 5 and params["bench"]["contexts"] == 1  # the A/B's
     assert not (tmp_path / "out" / "ab-opt5-bench-int8.json").exists()
-    assert "nonexistent" not in ran.stdout + ran.stderr  # the benchmark never started
-    bad = _session(tmp_path, "ab", "r50", "int8", "opt5")
-    assert bad.returncode == 2 and "usage: session.sh ab WS PREC NAME OVERRIDE" in bad.stderr
+    calls = (tmp_path / "trt-calls").read_text().split() if (tmp_path / "trt-calls").exists() else []
+    assert "stages.benchmark" not in calls and "stages.evaluate" not in calls, ran.stdout  # never started
+    bad = _session(tmp_path, "ab", "resnet50_224", "int8", "opt5")
+    assert bad.returncode == 2 and "usage: session.sh" in bad.stderr
 
 
-def test_ab_with_a_calibrate_override_calibrates_first_into_its_folder(tmp_path: Path) -> None:
-    """A calibrate.* override re-runs calibration into the A/B folder before the build; here it
-    fails (no FP32 ONNX on this machine), which must stop the step before the build."""
-    assert _session(tmp_path, "variant", "r50", "resnet50").returncode == 0
-    assert _session(tmp_path, "repro", "r50", "--dry", "prepare").returncode == 0
-    ran = _ab(tmp_path, "r50", "int8", "pool", "calibrate.quantize_pools=true")
-    params = yaml.safe_load((tmp_path / "ab" / "ab-pool-int8" / "params.yaml").read_text())
-    assert params["calibrate"]["quantize_pools"] is True
-    assert "artifacts/resnet50/onnx/fp32.onnx is missing" in ran.stdout + ran.stderr  # calibrate ran
-    assert not (tmp_path / "out" / "ab-pool-build-int8.json").exists()  # the build did not
+@pytest.mark.parametrize(
+    ("override", "first_step_needs"),
+    [
+        ("calibrate.quantize_pools=true", "artifacts/resnet50/onnx/fp32.onnx is missing"),  # calibrates first
+        ("export.opset=18", "artifacts/resnet50/checkpoint.pt"),  # exports first
+    ],
+)
+def test_ab_redoes_what_its_overrides_change_into_its_folder(
+    tmp_path: Path, override: str, first_step_needs: str
+) -> None:
+    """A calibrate.* override re-calibrates, an export.* one re-exports (and, for INT8,
+    re-calibrates) into the A/B folder before the build; here that first step fails (no
+    artifacts on this machine), which must stop the A/B before the build."""
+    assert _session(tmp_path, "workspace", "resnet50_224").returncode == 0
+    assert _session(tmp_path, "repro", "resnet50_224", "--dry", "validate").returncode == 0
+    ran = _ab(tmp_path, "resnet50_224", "int8", "x", override)
+    key, value = override.split("=")
+    section, name = key.split(".")
+    params = yaml.safe_load((tmp_path / "ab" / "ab-x-int8" / "params.yaml").read_text())
+    assert params[section][name] == yaml.safe_load(value)
+    assert first_step_needs in ran.stdout + ran.stderr
+    assert not (tmp_path / "out" / "ab-x-build-int8.json").exists()  # the build did not run
 
 
 def test_collect_brings_back_reports_engine_json_and_the_range_cache(tmp_path: Path) -> None:
     import tarfile
 
     ws = tmp_path / "ws" / "r50"
+    (tmp_path / "bg").mkdir()
+    (tmp_path / "bg" / "main.log").write_text("== repro r50")
     for rel, text in {
         "reports/resnet50/summary.md": "# r50",
         "params.yaml": "seed: 0\n",
@@ -138,6 +161,7 @@ def test_collect_brings_back_reports_engine_json_and_the_range_cache(tmp_path: P
     assert "r50/artifacts/resnet50/calibration/ranges.json" in names
     assert "r50/artifacts/resnet50/engines/int8/model.engine" not in names  # no engines come back
     assert "out/repro-r50.log" in names
+    assert "bg/main.log" in names
 
 
 @pytest.mark.slow

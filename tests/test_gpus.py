@@ -173,11 +173,15 @@ def test_an_unusable_lock_folder_is_a_one_line_error(host: dict[str, str], tmp_p
 
 
 def test_benchmark_records_name_their_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stages.benchmark import device_record
+
     held = gpus.Gpu(1, "NVIDIA H200", UUID1)
     monkeypatch.setenv("PIPELINE_GPU", json.dumps(held.record()))
-    assert gpus.device_record("cuda") == {"index": 1, "name": "NVIDIA H200", "uuid": UUID1}
-    assert gpus.device_record("cpu") == {"name": "cpu", "index": None, "uuid": None}
+    assert device_record("cuda") == {"index": 1, "name": "NVIDIA H200", "uuid": UUID1}
+    assert device_record("cpu") == {"name": "cpu", "index": None, "uuid": None}
     monkeypatch.delenv("PIPELINE_GPU")
     monkeypatch.setattr(gpus, "host_gpus", lambda: gpus.parse_smi_list(SMI))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    assert gpus.device_record("cuda")["uuid"] == UUID1  # not held: the first visible GPU, CUDA's device 0
+    assert device_record("cuda")["uuid"] == UUID1  # not held: the first visible GPU, CUDA's device 0
+    monkeypatch.setattr(gpus, "host_gpus", lambda: [])
+    assert device_record("cuda")["name"] == "unknown CUDA device"

@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 from stages.lib.errors import CheckpointError, PretrainedWeightsError
-from stages.lib.models import build_model, load_checkpoint, macs_per_image, save_checkpoint
+from stages.lib.models import build_model, load_checkpoint, save_checkpoint
 from stages.lib.params import ModelParams
 
 R18 = ModelParams(
@@ -59,31 +59,6 @@ def test_resnet50_at_224(resnet50: nn.Module) -> None:
     with torch.no_grad():
         out = resnet50(torch.randn(1, 3, 224, 224))
     assert out.shape == (1, 10)
-
-
-def test_macs_resnet18_cifar() -> None:
-    macs = macs_per_image(build_model(R18), 32)
-    assert macs == pytest.approx(0.556e9, rel=0.005)
-    # by hand: the stem conv is 32*32*64 outputs x 3*3*3, the fc 512*10
-    stem = 32 * 32 * 64 * 27
-    assert macs > stem + 512 * 10
-
-
-def test_macs_resnet50(resnet50: nn.Module) -> None:
-    assert macs_per_image(resnet50, 224) == pytest.approx(4.09e9, rel=0.005)
-
-
-def test_macs_scale_with_image_area() -> None:
-    model = build_model(R18)
-    m32, m64 = macs_per_image(model, 32), macs_per_image(model, 64)
-    fc = 512 * 10
-    assert (m64 - fc) == 4 * (m32 - fc)  # convolutions scale with H*W, the fc does not
-
-
-def test_macs_hooks_are_removed() -> None:
-    model = build_model(R18)
-    macs_per_image(model, 32)
-    assert all(not m._forward_hooks for m in model.modules())
 
 
 # -- checkpoints -----------------------------------------------------------------------------

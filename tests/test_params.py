@@ -16,6 +16,8 @@ from tests.conftest import ROOT, TINY, compose
 
 GROUP_OPTIONS = {
     "model": ["resnet18_cifar", "resnet50"],
+    "experiment": ["resnet50_224"],
+    "targets": ["resnet18_cifar", "resnet50_224"],
     "precision": ["fp32", "fp16", "int8", "all"],
     "profile": ["gpu", "cpu"],
     "data": ["cifar10", "synthetic"],
@@ -134,21 +136,30 @@ def _conf(rel: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / "conf" / rel).read_text(encoding="utf-8"))
 
 
-def test_resnet50_has_its_own_image_size_and_schedule() -> None:
-    raw = compose(["model=resnet50"])
+def test_model_files_describe_only_the_model() -> None:
+    for name in GROUP_OPTIONS["model"]:
+        conf = _conf(f"model/{name}.yaml")
+        assert set(conf) == {"name", "arch", "cifar_stem", "image_size", "num_classes", "pretrained"}, name
+        assert params_from_dict(compose([f"model={name}"])).model.name == name
+
+
+def test_resnet50_experiment_has_its_own_model_schedule_and_targets() -> None:
+    raw = compose(["experiment=resnet50_224"])
     p = params_from_dict(raw)
     assert p.model.name == "resnet50" and p.model.arch == "resnet50"
     assert p.model.image_size == 224 and p.model.cifar_stem is False
-    # every setting conf/model/resnet50.yaml makes (a global package) lands in params
-    own = _leaves(_conf("model/resnet50.yaml"))
-    assert {k.split(".")[0] for k, _ in own} >= {"model", "train", "calibrate"}
+    # every setting the experiment makes (a global package) lands in params
+    own = [(k, v) for k, v in _leaves(_conf("experiment/resnet50_224.yaml")) if not k.startswith("defaults")]
+    assert {k.split(".")[0] for k, _ in own} >= {"train", "calibrate", "build", "bench"}
     for key, value in own:
         assert _get(raw, key) == value, key
-    # ... and its train and calibrate settings are not the default model's
+    # ... they are not the default recipe's, and the model and targets groups follow it
     default = compose([])
     changed = {k.split(".")[0] for k, v in own if _leaf_or_none(default, k) != v}
-    assert {"model", "train", "calibrate", "targets"} <= changed
-    # its own profile and batch sizes up to MLPerf's offline batch (as run on the H100)
+    assert {"train", "calibrate", "build", "bench"} <= changed
+    assert raw["model"] == _conf("model/resnet50.yaml")
+    assert raw["targets"] == _conf("targets/resnet50_224.yaml")
+    # its own profile and batch sizes up to MLPerf's offline batch
     assert raw["build"]["profiles"][-1] == {"min": 2, "opt": 1024, "max": 2048}
     assert raw["build"]["profiles"] != default["build"]["profiles"]
     assert max(raw["bench"]["batch_sizes"]) == 2048 and 1 in raw["bench"]["batch_sizes"]
@@ -171,14 +182,14 @@ def test_cpu_profile_sizes_the_run_for_a_cpu() -> None:
     assert p.train.amp is False
 
 
-def test_profile_overrides_the_model_settings() -> None:
-    """The profile comes after the model in the defaults list, so it wins where both set a key."""
-    raw = compose(["model=resnet50", "profile=cpu"])
+def test_profile_overrides_the_experiment_settings() -> None:
+    """The profile comes after the experiment in the defaults list, so it wins where both set a key."""
+    raw = compose(["experiment=resnet50_224", "profile=cpu"])
     p = params_from_dict(raw)
     assert p.model.image_size == 224
     cpu = dict(_leaves(_conf("profile/cpu.yaml")))
-    both = [k for k, _ in _leaves(_conf("model/resnet50.yaml")) if k in cpu]
-    assert both, "expected the CPU profile to resize some of the model's settings"
+    both = [k for k, _ in _leaves(_conf("experiment/resnet50_224.yaml")) if k in cpu]
+    assert both, "expected the CPU profile to resize some of the experiment's settings"
     for key in both:
         assert _get(raw, key) == cpu[key], key
 
@@ -569,3 +580,18 @@ def test_load_params_not_a_mapping(tmp_path: Path, text: str, got: str) -> None:
         load_params(path)
     assert info.value.problems == [f"top level: expected a mapping, got {got}"]
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("backends", ["pytorch"], "serve.backends[0]: unknown value 'pytorch'; valid: tensorrt, onnxruntime"),
+        ("concurrencies", [], "serve.concurrencies: must list at least one concurrency"),
+        ("concurrencies", [1, 0], "serve.concurrencies[1]: must be > 0, got 0"),
+        ("max_queue_delay_us", -1, "serve.max_queue_delay_us: must be >= 0, got -1"),
+        ("batch_size", 4096, "serve.batch_size (4096) exceeds the largest build profile max (1024)"),
+    ],
+)
+def test_bad_serve_values_are_named(key: str, value: Any, expected: str) -> None:
+    problems = _problems_with("serve", key, value)
+    assert len(problems) == 1 and problems[0].startswith(expected), problems

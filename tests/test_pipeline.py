@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -52,7 +54,8 @@ def test_repo_default_is_the_tiny_setup(repo: Repo) -> None:
 
 def test_first_repro_runs_every_stage(repo: Repo, stage_names: list[str], first_repro: str) -> None:
     assert sorted(ran(first_repro)) == sorted(stage_names)
-    assert len(stage_names) == 16
+    assert len(stage_names) == 21
+    assert ran(first_repro)[0] == "validate"
     assert unchanged(first_repro) == []
     lock = yaml.safe_load((repo.path / "dvc.lock").read_text())
     assert sorted(lock["stages"]) == sorted(stage_names)
@@ -113,6 +116,18 @@ def test_first_repro_writes_the_report(repo: Repo, first_repro: str) -> None:
     gate = repo.json(f"{D}/gate.json")
     assert gate["passed"] is True and gate["failed"] == 0 and gate["checks"] >= 3
 
+    package = repo.json(f"{D}/package.json")
+    assert sorted(m["name"] for m in package["models"] if m["status"] == "packaged") == [
+        f"{MODEL}_fp32_onnx",
+        f"{MODEL}_int8_onnx",
+    ]
+    repository = repo.path / "artifacts" / MODEL / "model_repository"
+    assert sorted(p.name for p in repository.iterdir()) == [f"{MODEL}_fp32_onnx", f"{MODEL}_int8_onnx"]
+    for prec in ("fp32", "fp16", "int8"):
+        served = repo.json(f"{D}/serve/{prec}.json")
+        assert {served[b]["status"] for b in ("tensorrt", "onnxruntime")} == {"skipped"}
+        assert "SERVE_PYTHON" in served["onnxruntime"]["reason"]
+
     train = repo.json(f"{D}/train.json")
     assert train["epochs"] == 1 and train["train_images"] == 128 and train["synthetic_data"] is True
     for out in (
@@ -141,9 +156,10 @@ def test_exp_run_precision_int8_reruns_only_what_depends_on_it(repo: Repo, first
     params = yaml.safe_load((repo.path / "params.yaml").read_text())
     assert params["precisions"] == ["int8"]
 
-    assert sorted(ran(out)) == ["gate", "probe", "report"]
+    # package reads the precisions
+    assert sorted(ran(out)) == ["gate", "package", "probe", "report", "validate"]
     skipped = set(unchanged(out))
-    assert {"build@int8", "evaluate@int8", "benchmark@int8", *UPSTREAM} <= skipped
+    assert {"build@int8", "evaluate@int8", "benchmark@int8", "serve@int8", *UPSTREAM} <= skipped
     for name in ("build@fp32", "evaluate@fp16", "benchmark@fp32"):  # not in this pipeline at all
         assert name not in out
 
@@ -195,3 +211,71 @@ def test_dvc_views_show_the_metrics(repo: Repo) -> None:
     assert "accuracy.png" in html
     repo.dvc("plots", "diff", "HEAD")
     assert "test_top1" in (repo.path / "dvc_plots" / "index.html").read_text()
+
+
+# -- what a change reruns, and what a bad value leaves alone ----------------------------------
+
+
+def _fingerprints(repo: Repo, rels: list[str]) -> dict[str, str]:
+    """sha256 of every file under each path (DVC may re-link a cached file; its content stays)."""
+    import hashlib
+
+    out = {}
+    for rel in rels:
+        root = repo.path / rel
+        for f in [root] if root.is_file() else sorted(root.rglob("*")):
+            if f.is_file():
+                out[str(f.relative_to(repo.path))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("train.epochs=-1", "train.epochs: must be >= 0, got -1"),
+        ("data.calib_size=999999", "data.calib_size: 999999 exceeds the 1024 training images"),
+    ],
+)
+def test_a_bad_value_fails_first_and_leaves_every_output_in_place(repo: Repo, override: str, needle: str) -> None:
+    outputs = ["data/prepared", f"artifacts/{MODEL}", D]
+    before = _fingerprints(repo, outputs)
+    assert f"artifacts/{MODEL}/checkpoint.pt" in before and "data/prepared/train.npz" in before
+    params = (repo.path / "params.yaml").read_text()
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", override],
+        cwd=repo.path,
+        env=repo.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert ran(out) == ["validate"], out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: validate: ") and needle in errors[0], out[-3000:]
+    assert "decode" not in out  # nothing was loaded
+    assert _fingerprints(repo, outputs) == before
+    (repo.path / "params.yaml").write_text(params)
+
+
+def test_editing_a_library_module_reruns_exactly_its_stages_and_what_they_feed(repo: Repo) -> None:
+    """onnxgraph.py is imported by export (topological sort) and calibrate (Q/DQ placement):
+    DVC sees both change and nothing else; a new Q/DQ node name changes int8.onnx only, so the
+    INT8 stages, the model repository and the report rerun, and the FP32/FP16 ones do not."""
+    assert "probe" in repo.dvc("status")  # always changed; otherwise the workspace is up to date
+    assert not re.search(r"^(?!probe)\S+:$", repo.dvc("status"), re.M)
+    module = repo.path / "stages" / "lib" / "onnxgraph.py"
+    code = module.read_text()
+    assert '_{tag}_Q"' in code
+    module.write_text(code.replace('_{tag}_Q"', '_{tag}_quantize"'))
+    status = repo.dvc("status")
+    changed = set(re.findall(r"^(\S+):$", status, re.M))
+    assert changed == {"export", "calibrate", "probe"}, status
+    assert status.count("stages/lib/onnxgraph.py") == 2
+
+    out = repo.dvc("repro")
+    int8 = {"build@int8", "evaluate@int8", "benchmark@int8"}
+    # package holds every ONNX model; serve@int8 serves int8.onnx
+    assert set(ran(out)) == {"probe", "export", "calibrate", *int8, "package", "serve@int8", "report", "gate"}
+    assert {"train", "prepare", "build@fp32", "evaluate@fp16", "benchmark@fp32", "serve@fp32"} <= set(unchanged(out))

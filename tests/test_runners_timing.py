@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.lib import data, timing
+from stages.lib import data, inputs, timing
 from stages.lib.errors import BackendUnavailable, OnnxModelError, UnsupportedCombination
 from stages.lib.params import BACKENDS, Params, params_from_dict
-from stages.lib.runners import Artifacts, Runner, create_runner
-from stages.lib.runners.base import bench_input
+from stages.lib.runners.base import Artifacts, Runner, bench_input
+from stages.lib.runners.registry import create_runner
 from stages.lib.timing import TimedOp, Timing, measure, measure_span, span_budgeted, summarize
 from tests.conftest import TINY, compose
 
@@ -43,18 +43,18 @@ def artifacts(prepared_tiny: Path) -> dict[str, Artifacts]:
 @pytest.fixture(scope="module")
 def batch(prepared_tiny: Path, params: Params) -> np.ndarray:
     test = data.load_split(prepared_tiny / "data/prepared/test.npz")
-    return data.preprocess(test.images[:6], params.data.mean, params.data.std, params.model.image_size)
+    return inputs.preprocess(test.images[:6], params.data.mean, params.data.std, params.model.image_size)
 
 
 # -- registry ------------------------------------------------------------------------------
 
 
 def test_registry_maps_every_backend() -> None:
-    from stages.lib import runners
+    from stages.lib.runners import registry
 
-    assert set(runners._MODULES) == set(BACKENDS)
+    assert set(registry._MODULES) == set(BACKENDS)
     for backend in BACKENDS:
-        module = importlib.import_module(runners._MODULES[backend])
+        module = importlib.import_module(registry._MODULES[backend])
         assert callable(module.create), backend
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from stages.lib import targets
 from stages.lib.errors import ParamsError
-from stages.lib.params import TargetsParams, params_from_dict
-from stages.report import Collected, collect
+from stages.lib.params import GpuTargets, TargetsParams, params_from_dict
+from stages.lib.results import Collected, collect
 from tests.conftest import TINY, compose
 from tests.test_report import D, build_model_dir
 
@@ -24,30 +24,31 @@ from tests.test_report import D, build_model_dir
 # (102,400 img/s); FP16 b256 5 ms (51,200); FP32 b256 12 ms (21,333.3); pipelined 41,000 img/s
 # at b256 for each precision. torch_compile FP16 b256 15 ms (17,066.7). Top-1: TensorRT FP32
 # 94.10%, INT8 92.80%.
-NO_TARGETS = TargetsParams(
-    enabled=True,
-    hardware=None,
+H100 = "NVIDIA H100 80GB HBM3"  # the synthetic run's GPU (its fingerprint.json)
+NONE_SET = GpuTargets(
     int8_min_ips=None,
     int8_vs_compile_fp16=None,
     batch1_max_ms={},
     int8_max_top1_drop=None,
     pipelined_within=None,
 )
+NO_TARGETS = TargetsParams(enabled=True, gpus={})
 
 
 def _with(**kwargs: Any) -> TargetsParams:
-    return dataclasses.replace(NO_TARGETS, hardware="NVIDIA H100", **kwargs)
+    """Targets for the H100 only, these set and the others unchecked."""
+    return TargetsParams(enabled=True, gpus={H100: dataclasses.replace(NONE_SET, **kwargs)})
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Collected:
     root = tmp_path_factory.mktemp("targets")
     build_model_dir(root, "gpu_trt")
-    return collect(str(root / "params.yaml"), root / D)
+    return collect(str(root / "params.yaml"), root / D, root / "artifacts" / "fingerprint.json")
 
 
 def _check(c: Collected, t: TargetsParams) -> list[targets.TargetRow]:
-    return targets.check(t, c.benches, c.records, c.evals)
+    return targets.check(t, c.fingerprint.get("gpu"), c.benches, c.records, c.evals)
 
 
 def _one(c: Collected, t: TargetsParams) -> targets.TargetRow:
@@ -78,8 +79,8 @@ FP32_FP16_PIPELINED = [
 
 
 def test_resnet18_targets_on_the_synthetic_run(run: Collected) -> None:
-    """The committed ResNet-18 targets (conf/model/resnet18_cifar.yaml) against the run."""
-    assert run.p.targets.enabled and run.p.model.name == "resnet18_cifar"
+    """The committed ResNet-18 targets (conf/targets/resnet18_cifar.yaml) against the run."""
+    assert run.p.targets.enabled and run.p.model.name == "resnet18_cifar" and run.fingerprint["gpu"] == H100
     assert _table(_check(run, run.p.targets)) == [
         ("TensorRT INT8 best img/s (compute) >= 500,000", "102,400 (b256)", "**79.5% short**"),
         ("TensorRT INT8 batch-1 p50 <= 0.15 ms", "0.2100 ms", "**40.0% over**"),
@@ -123,7 +124,7 @@ def test_pipelined_compares_with_the_best_compute_case_at_its_batch(run: Collect
     records = [dict(r) for r in run.records]
     fp16 = next(r for r in records if (r["backend"], r["precision"], r["mode"]) == ("tensorrt", "fp16", "compute"))
     records.append({**fp16, "batch_size": 256, "cuda_graph": "True", "throughput_ips": "82000.0"})
-    rows = targets.check(_with(pipelined_within=0.5), run.benches, records, run.evals)
+    rows = targets.check(_with(pipelined_within=0.5), H100, run.benches, records, run.evals)
     assert [r.measured_text for r in rows][1] == "41,000 vs 82,000 at b256: 50.0% below"
     assert [(r.key, r.met) for r in rows] == [
         ("fp32_pipelined_vs_compute_ratio", True),
@@ -199,7 +200,7 @@ def test_torch_compile_missing_and_precisions_not_in_the_run(run: Collected) -> 
 
 def test_no_pipelined_rows_or_no_batch1_case_is_not_measured(run: Collected) -> None:
     records = [r for r in run.records if r["mode"] != "pipelined"]
-    rows = targets.check(_with(pipelined_within=0.15), run.benches, records, run.evals)
+    rows = targets.check(_with(pipelined_within=0.15), H100, run.benches, records, run.evals)
     assert {r.measured_text for r in rows} == {"not measured: no pipelined run"}
     int8 = {k: v for k, v in run.benches["int8"]["tensorrt"].items() if k != "compute_bs1_latency_ms_p50"}
     no_b1 = dataclasses.replace(run, benches={**run.benches, "int8": {**run.benches["int8"], "tensorrt": int8}})
@@ -217,99 +218,105 @@ def test_switched_off_targets_are_not_checked(run: Collected) -> None:
         "",
         "## Performance targets",
         "",
-        "Not checked in profile cpu (targets.enabled is false): the targets are set for NVIDIA H100.",
+        f"Not checked in profile cpu (targets.enabled is false); targets are set for: {H100}.",
     ]
+
+
+def test_a_gpu_without_targets_says_so(run: Collected) -> None:
+    elsewhere = dataclasses.replace(run, fingerprint={**run.fingerprint, "gpu": "NVIDIA H200"})
+    assert _check(elsewhere, run.p.targets) == []
+    assert targets.section(run.p.targets, "gpu", [], "NVIDIA H200")[3] == (
+        f"No performance targets for NVIDIA H200; targets are set for: {H100}."
+    )
+    assert (
+        "No performance targets for a machine without a CUDA GPU" in targets.section(run.p.targets, "gpu", [], None)[3]
+    )
 
 
 def test_no_section_when_no_target_is_set(run: Collected) -> None:
     assert _check(run, NO_TARGETS) == []
-    assert targets.section(NO_TARGETS, "gpu", [], "NVIDIA H100 80GB HBM3") == []
+    assert targets.section(NO_TARGETS, "gpu", [], H100) == []
 
 
-def test_section_names_the_hardware_and_the_warm_rebuild_target(run: Collected) -> None:
+def test_section_names_the_gpu_and_every_target(run: Collected) -> None:
     rows = _check(run, run.p.targets)
-    lines = targets.section(run.p.targets, "gpu", rows, "NVIDIA H100 80GB HBM3")
+    lines = targets.section(run.p.targets, "gpu", rows, H100)
     assert lines[:6] == [
         "",
         "## Performance targets",
         "",
-        "Targets set for NVIDIA H100 (params: targets); this run: NVIDIA H100 80GB HBM3. "
+        f"Targets set for {H100} (params: targets.gpus). "
         "Informative: a missed target does not fail the run (the quality gate checks accuracy only).",
         "",
         "| target | measured | result |",
     ]
     assert "| TensorRT INT8 best img/s (compute) >= 500,000 | 102,400 (b256) | **79.5% short** |" in lines
     assert sum(line.startswith("| TensorRT") for line in lines) == len(rows)
-    assert lines[-1] == (
-        "Warm rebuild <= 25% of the cold build time is a target too; it is measured outside the pipeline, "
-        "by `bash tools/gpu-host/session.sh warm WS PREC`."
-    )
-    assert "this run: no CUDA GPU." in targets.section(run.p.targets, "gpu", rows, None)[3]
 
 
 # -- conf/ and params --------------------------------------------------------------------------
 
 
-def test_conf_sets_the_issue_targets_per_model_and_the_cpu_profile_turns_them_off() -> None:
+def test_conf_sets_targets_per_model_and_gpu_and_the_cpu_profile_turns_them_off() -> None:
     r18 = params_from_dict(compose([])).targets
     assert r18 == _with(
         int8_min_ips=500_000, batch1_max_ms={"int8": 0.15}, int8_max_top1_drop=0.3, pipelined_within=0.15
     )
-    r50 = params_from_dict(compose(["model=resnet50"])).targets
+    r50 = params_from_dict(compose(["experiment=resnet50_224"])).targets
     assert r50 == _with(
         int8_min_ips=80_000, int8_vs_compile_fp16=2.5, batch1_max_ms={"int8": 0.3, "fp16": 0.4}, pipelined_within=0.15
     )
-    for overrides in (["profile=cpu"], ["model=resnet50", "profile=cpu"], TINY):
+    for overrides in (["profile=cpu"], ["experiment=resnet50_224", "profile=cpu"], TINY):
         t = params_from_dict(compose(overrides)).targets
-        assert t.enabled is False and t.configured, overrides  # values kept, checking off
+        assert t.enabled is False and t.gpus, overrides  # values kept, checking off
     assert params_from_dict(compose(["profile=cpu", "targets.enabled=true"])).targets.enabled is True
 
 
-def _problems(**targets_raw: Any) -> list[str]:
-    raw = compose(["model=resnet50"])
-    raw["targets"].update(targets_raw)
+def _problems(**h100_raw: Any) -> list[str]:
+    raw = compose(["experiment=resnet50_224"])
+    raw["targets"]["gpus"][H100].update(h100_raw)
     with pytest.raises(ParamsError) as info:
         params_from_dict(raw)
     return info.value.problems
 
 
+G = f"targets.gpus[{H100!r}]"
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"int8_min_ips": -5}, "targets.int8_min_ips: must be > 0 (or null: not checked), got -5.0"),
-        ({"int8_vs_compile_fp16": 0}, "targets.int8_vs_compile_fp16: must be > 0 (or null: not checked), got 0.0"),
-        (
-            {"batch1_max_ms": {"int4": 0.1}},
-            "targets.batch1_max_ms: unknown precision 'int4'; valid: fp32, fp16, int8",
-        ),
-        ({"batch1_max_ms": {"int8": -0.3}}, "targets.batch1_max_ms.int8: must be > 0 ms, got -0.3"),
-        ({"int8_max_top1_drop": -0.1}, "targets.int8_max_top1_drop: must be >= 0 points, got -0.1"),
-        (
-            {"pipelined_within": 15},
-            "targets.pipelined_within: must be a fraction in [0, 1) (0.15: 15%), got 15.0",
-        ),
-        ({"hardware": None}, "targets.hardware: name the GPU the targets are for (e.g. 'NVIDIA H100')"),
-        ({"int8_min_ips": "fast"}, "targets.int8_min_ips: expected a number, got 'fast'"),
-        ({"batch1_max_ms": [0.3]}, "targets.batch1_max_ms: expected a mapping, got [0.3]"),
-        ({"batch1_max_ms": {"int8": "0.3"}}, "targets.batch1_max_ms.int8: expected a number, got '0.3'"),
-        ({"enabled": None}, "targets.enabled: expected true/false, got None"),
+        ({"int8_min_ips": -5}, f"{G}.int8_min_ips: must be > 0 (or null: not checked), got -5.0"),
+        ({"int8_vs_compile_fp16": 0}, f"{G}.int8_vs_compile_fp16: must be > 0 (or null: not checked), got 0.0"),
+        ({"batch1_max_ms": {"int4": 0.1}}, f"{G}.batch1_max_ms: unknown precision 'int4'; valid: fp32, fp16, int8"),
+        ({"batch1_max_ms": {"int8": -0.3}}, f"{G}.batch1_max_ms.int8: must be > 0 ms, got -0.3"),
+        ({"int8_max_top1_drop": -0.1}, f"{G}.int8_max_top1_drop: must be >= 0 points, got -0.1"),
+        ({"pipelined_within": 15}, f"{G}.pipelined_within: must be a fraction in [0, 1) (0.15: 15%), got 15.0"),
+        ({"int8_min_ips": "fast"}, f"targets.gpus.{H100}.int8_min_ips: expected a number, got 'fast'"),
+        ({"batch1_max_ms": [0.3]}, f"targets.gpus.{H100}.batch1_max_ms: expected a mapping, got [0.3]"),
+        ({"batch1_max_ms": {"int8": "0.3"}}, f"targets.gpus.{H100}.batch1_max_ms.int8: expected a number, got '0.3'"),
+        ({"hardware": "H100"}, f"targets.gpus.{H100}.hardware: unknown key"),
     ],
 )
 def test_bad_targets_are_rejected_with_what_to_fix(change: dict[str, Any], expected: str) -> None:
-    assert _problems(**change) == [expected]
+    (problem,) = _problems(**change)
+    assert problem.startswith(expected)
 
 
 def test_every_bad_target_is_reported_at_once() -> None:
     problems = _problems(int8_min_ips=-1, batch1_max_ms={"fp8": 1.0}, pipelined_within=-0.5)
-    assert [p.split(":")[0] for p in problems] == [
-        "targets.int8_min_ips",
-        "targets.batch1_max_ms",
-        "targets.pipelined_within",
-    ]
+    assert [p.split(":")[0] for p in problems] == [f"{G}.int8_min_ips", f"{G}.batch1_max_ms", f"{G}.pipelined_within"]
 
 
-def test_unset_targets_load_as_none_and_need_no_hardware() -> None:
+def test_enabled_must_be_a_boolean() -> None:
     raw = compose([])
-    raw["targets"] = {**dict.fromkeys(raw["targets"]), "enabled": True, "batch1_max_ms": {}}
+    raw["targets"]["enabled"] = None
+    with pytest.raises(ParamsError, match=r"targets.enabled: expected true/false, got None"):
+        params_from_dict(raw)
+
+
+def test_unset_targets_load_as_none() -> None:
+    raw = compose([])
+    raw["targets"]["gpus"][H100] = {**dict.fromkeys(raw["targets"]["gpus"][H100]), "batch1_max_ms": {}}
     t = params_from_dict(raw).targets
-    assert t == NO_TARGETS and not t.configured
+    assert t == TargetsParams(enabled=True, gpus={H100: NONE_SET}) and not NONE_SET.configured

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+import stages.lib.training
 import stages.train
 from stages.lib import data
 from stages.lib.params import Params, params_from_dict
@@ -31,14 +32,14 @@ def _split() -> data.RawDataset:
 
 def _interrupt_at(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     """Make the training loop raise KeyboardInterrupt as epoch ``epoch`` starts."""
-    real = stages.train.progress
+    real = stages.lib.training.progress
 
     def progress(items: Iterable[Any], total: int | None = None, desc: str = "") -> Iterator[Any]:
         if desc.startswith(f"epoch {epoch}/"):
             raise KeyboardInterrupt
         return real(items, total=total, desc=desc)
 
-    monkeypatch.setattr(stages.train, "progress", progress)
+    monkeypatch.setattr(stages.lib.training, "progress", progress)
 
 
 def _untimed(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -143,7 +144,7 @@ def test_training_with_sam_takes_two_passes_per_step_and_other_steps(monkeypatch
         model.register_forward_hook(lambda m, i, o: forwards.append(1) if m.training else None)
         return model
 
-    monkeypatch.setattr(stages.train, "build_model", counted)
+    monkeypatch.setattr(stages.lib.training, "build_model", counted)
     plain = _train(_params("train.epochs=1"), None)
     plain_forwards = len(forwards)
     forwards.clear()

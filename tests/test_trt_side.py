@@ -24,7 +24,11 @@ TRT_SIDE = [
     "stages.probe",
     "stages.evaluate",
     "stages.benchmark",
+    "stages.predict",
+    "stages.lib.inputs",
     "stages.lib.runners.trt_runner",
+    "stages.lib.runners.trt_modes",
+    "stages.lib.trt.engine",
     "stages.lib.trt.builder",
     "stages.lib.trt.calibrator",
     "stages.lib.trt.inspect",
@@ -128,21 +132,21 @@ class _Config:
 
 def test_precision_flags_weakly_typed_int8_sets_fp16_and_int8() -> None:
     trt, cfg = _fake_trt("8.6"), _Config()
-    mode = builder._set_precision(trt, cfg, None, "int8", strongly=False, io_fp16=False)
+    mode = builder._set_precision(trt, cfg, "int8", strongly=False)
     assert sorted(cfg.flags) == [trt.BuilderFlag.FP16, trt.BuilderFlag.INT8]
     assert "INT8" in mode
 
 
 def test_precision_flags_strongly_typed_sets_none() -> None:
     cfg = _Config()
-    mode = builder._set_precision(_fake_trt("10"), cfg, None, "int8", strongly=True, io_fp16=False)
+    mode = builder._set_precision(_fake_trt("10"), cfg, "int8", strongly=True)
     assert cfg.flags == []
     assert "strongly typed" in mode
 
 
 def test_weakly_typed_reduced_precision_without_flags_is_a_clear_error() -> None:
     with pytest.raises(EngineError, match="strongly_typed=auto"):
-        builder._set_precision(_fake_trt("11"), _Config(), None, "fp16", strongly=False, io_fp16=False)
+        builder._set_precision(_fake_trt("11"), _Config(), "fp16", strongly=False)
 
 
 def test_tactic_sources_drop_cublas_and_cudnn_only() -> None:
@@ -392,15 +396,14 @@ def test_failing_trt_interpreter_fails_the_stage_with_its_exit_code(project: Pat
 
 
 def test_profile_selection_prefers_closest_opt_and_rejects_out_of_range() -> None:
-    from stages.lib.runners.trt_runner import TrtRunner
+    from stages.lib.trt.engine import pick_profile
 
-    runner = TrtRunner("int8", Path("e"), {}, 32)
-    runner.profiles = [(1, 1, 1), (2, 256, 1024)]
-    runner.engine_path = Path("e/model.engine")
-    assert runner.profile_for(1) == 0
-    assert runner.profile_for(64) == 1
-    with pytest.raises(EngineError, match=r"batch size 2048 is outside .*\[1..1\], \[2..1024\]"):
-        runner.profile_for(2048)
+    profiles, path = [(1, 1, 1), (2, 256, 1024)], Path("e/model.engine")
+    assert pick_profile(profiles, 1, path) == 0
+    assert pick_profile(profiles, 64, path) == 1
+    assert pick_profile([(1, 1, 64), (2, 256, 1024)], 32, path) == 0  # the closer opt wins
+    with pytest.raises(EngineError, match=r"batch size 2048 is outside .*e/model.engine .*\[1..1\], \[2..1024\]"):
+        pick_profile(profiles, 2048, path)
 
 
 @pytest.mark.parametrize(

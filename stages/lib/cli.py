@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
-from .errors import PipelineError
+from .errors import ChildFailed, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,6 @@ def run_main(stage: str, body: Callable[[], None], gpu: bool = False) -> int:
     """
     configure_logging()
     from .gpus import hold_gpu
-    from .interpreter import ChildFailed
 
     held: AbstractContextManager[object] = hold_gpu(stage) if gpu else nullcontext()
     try:

@@ -82,6 +82,10 @@ class Stream:
     def synchronize(self) -> None:
         check(_runtime().cudaStreamSynchronize(self.handle))
 
+    def wait(self, event: Event) -> None:
+        """Make later work on this stream wait for ``event`` (no host synchronisation)."""
+        check(_runtime().cudaStreamWaitEvent(self.handle, event.handle, 0))
+
     def close(self) -> None:
         if self.handle is not None:
             check(_runtime().cudaStreamDestroy(self.handle))
@@ -115,6 +119,17 @@ class PinnedArray:
             self.ptr = 0
 
 
+def copy_htod(dst_ptr: int, src_ptr: int, nbytes: int) -> None:
+    """A synchronous host-to-device copy."""
+    cudart = _runtime()
+    check(cudart.cudaMemcpy(dst_ptr, src_ptr, nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+
+
+def init_context() -> None:
+    """Create this process's CUDA context now (so a memory reading taken next includes it)."""
+    check(_runtime().cudaFree(0))
+
+
 def copy_htod_async(dst_ptr: int, src_ptr: int, nbytes: int, stream: Stream) -> None:
     cudart = _runtime()
     check(cudart.cudaMemcpyAsync(dst_ptr, src_ptr, nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle))
@@ -126,8 +141,12 @@ def copy_dtoh_async(dst_ptr: int, src_ptr: int, nbytes: int, stream: Stream) -> 
 
 
 class Event:
-    def __init__(self) -> None:
-        self.handle = check(_runtime().cudaEventCreate())
+    """A CUDA event; ``timing=False`` for one that only orders streams (cheaper to record)."""
+
+    def __init__(self, timing: bool = True) -> None:
+        cudart = _runtime()
+        flags = cudart.cudaEventDefault if timing else cudart.cudaEventDisableTiming
+        self.handle = check(cudart.cudaEventCreateWithFlags(flags))
 
     def record(self, stream: int) -> None:
         check(_runtime().cudaEventRecord(self.handle, stream))

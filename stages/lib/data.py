@@ -1,6 +1,7 @@
-"""CIFAR-10 in every layout we accept, the prepared arrays, and input preprocessing.
+"""CIFAR-10 in every layout we accept, image decoding, and the prepared arrays.
 
-Torch-free: the TensorRT interpreter evaluates engines on these arrays too.
+Torch-free: the TensorRT interpreter evaluates engines on these arrays too (model input
+preprocessing is in :mod:`stages.lib.inputs`).
 
 Accepted raw layouts under ``data.raw_dir`` (searched in this order):
   1. ``cifar-10-batches-py/`` (the official pickled batches, extracted)
@@ -19,13 +20,12 @@ import pickle
 import tarfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
+from .errors import DatasetError, ImageError
 from .progress import progress
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,9 @@ CIFAR10_CLASSES = (
 )
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_TRAIN_IMAGES = 50_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_SIZE = 32  # CIFAR-10 images are 32x32 RGB
 
 LAYOUT_HELP = (
     "accepted layouts: cifar-10-batches-py/, cifar-10-python.tar.gz, an image-folder tree "
@@ -79,45 +81,71 @@ class RawDataset:
 def load_raw(raw_dir: str | Path, source: str = "auto", download: bool = False) -> RawDataset:
     """Load CIFAR-10 from ``raw_dir`` in any accepted layout (see module docstring)."""
     raw = Path(raw_dir)
-    finders = {
-        "pickle": _find_pickle,
-        "folder": _find_folder,
-    }
-    order = list(finders) if source == "auto" else [source]
-    for kind in order:
-        loader = finders[kind](raw)
-        if loader is not None:
-            return loader()
+    found = _locate(raw, source)
+    if found is not None:
+        kind, path = found
+        return _LOADERS[kind](path)
     if download and source in ("auto", "pickle"):
-        archive = _download(raw)
-        return _load_pickle_tar(archive)
+        return _load_pickle_tar(_download(raw))
+    raise _not_found(raw)
+
+
+def count_train_images(raw_dir: str | Path, source: str = "auto", download: bool = False) -> int:
+    """How many training images :func:`load_raw` would load, without decoding any image (a
+    folder archive's member names are read, not its images)."""
+    raw = Path(raw_dir)
+    found = _locate(raw, source)
+    if found is None:
+        if download and source in ("auto", "pickle"):
+            return CIFAR10_TRAIN_IMAGES
+        raise _not_found(raw)
+    kind, path = found
+    if kind in ("pickle-dir", "pickle-tar"):
+        return CIFAR10_TRAIN_IMAGES  # the official batches: 5 x 10,000
+    if kind == "folder-tree":
+        return sum(1 for f in (path / "train").glob("*/*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            return sum(1 for m in tar if m.isfile() and _archive_entry(m.name)[0] == "train")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DatasetError(f"{path}: not a readable archive ({exc}); {LAYOUT_HELP}") from exc
+
+
+def _not_found(raw: Path) -> DatasetError:
     found = sorted(p.name for p in raw.iterdir()) if raw.is_dir() else []
-    raise DatasetError(
+    return DatasetError(
         f"no CIFAR-10 found in {raw}/ (it holds: {', '.join(found) or 'nothing'}); "
         f"{LAYOUT_HELP}; or set data.download=true on a machine with network"
     )
 
 
-def _find_pickle(raw: Path):  # type: ignore[no-untyped-def]
-    folder = raw / "cifar-10-batches-py"
-    if folder.is_dir():
-        return lambda: _load_pickle_dir(folder)
-    archive = raw / "cifar-10-python.tar.gz"
-    if archive.is_file():
-        return lambda: _load_pickle_tar(archive)
+def _locate(raw: Path, source: str) -> tuple[str, Path] | None:
+    """(layout kind, path) of the first accepted layout in ``raw`` for ``source``, or None."""
+    for kind in ("pickle", "folder") if source == "auto" else (source,):
+        if kind == "pickle":
+            if (raw / "cifar-10-batches-py").is_dir():
+                return "pickle-dir", raw / "cifar-10-batches-py"
+            if (raw / "cifar-10-python.tar.gz").is_file():
+                return "pickle-tar", raw / "cifar-10-python.tar.gz"
+        elif kind == "folder":
+            for root in [raw, *sorted(p for p in raw.glob("*") if p.is_dir())]:
+                if (root / "train").is_dir() and (root / "test").is_dir():
+                    return "folder-tree", root
+            archives = sorted(
+                p for p in raw.glob("*") if p.name.endswith((".tar.gz", ".tgz")) and p.name != "cifar-10-python.tar.gz"
+            )
+            if archives:
+                return "folder-tar", archives[0]
     return None
 
 
-def _find_folder(raw: Path):  # type: ignore[no-untyped-def]
-    for root in [raw, *sorted(p for p in raw.glob("*") if p.is_dir())]:
-        if (root / "train").is_dir() and (root / "test").is_dir():
-            return lambda root=root: _load_folder_tree(root)
-    archives = sorted(
-        p for p in raw.glob("*") if p.name.endswith((".tar.gz", ".tgz")) and p.name != "cifar-10-python.tar.gz"
-    )
-    if archives:
-        return lambda: _load_folder_tar(archives[0])
-    return None
+def _archive_entry(name: str) -> tuple[str | None, str, str]:
+    """(split, class, file) of an archive member path ``.../<split>/<class>/<file>`` that is an
+    image, else (None, "", "")."""
+    parts = name.strip("./").split("/")
+    if len(parts) < 3 or parts[-3] not in ("train", "test") or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
+        return None, "", ""
+    return parts[-3], parts[-2], parts[-1]
 
 
 def _unpickle(blob: bytes, name: str) -> dict:
@@ -175,16 +203,21 @@ def _load_pickle_tar(archive: Path) -> RawDataset:
     return RawDataset(train, test, CIFAR10_CLASSES, f"pickle:{archive}", False)
 
 
-def _decode_image(blob: bytes, name: str) -> np.ndarray:
+def decode_image(blob: bytes, name: str, size: int = IMAGE_SIZE) -> np.ndarray:
+    """An image file's bytes -> uint8 RGB (size, size, 3). Grey, palette and RGBA images are
+    converted to RGB (alpha dropped); anything else is an ImageError naming ``name``."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(blob)) as img:
             arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(f"{name}: not a readable image ({exc})") from exc
-    if arr.shape != (32, 32, 3):
-        raise DatasetError(f"{name}: expected a 32x32 RGB image, got {arr.shape}")
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not a readable image (not an image file, or a format Pillow cannot read)") from exc
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt image data
+        raise ImageError(f"{name}: not a readable image ({exc})") from exc
+    if arr.shape != (size, size, 3):
+        h, w = arr.shape[:2]
+        raise ImageError(f"{name}: expected a {size}x{size} RGB image, got {w}x{h} {arr.shape}; resize it first")
     return arr
 
 
@@ -193,7 +226,7 @@ def _split_from_files(files: dict[str, list[tuple[str, bytes]]] | None, where: s
     labels: list[int] = []
     items = [(c, name, blob) for c in classes for name, blob in sorted(files.get(c, []))]  # type: ignore[union-attr]
     for cls, name, blob in progress(items, total=len(items), desc=f"decode {where}"):
-        images.append(_decode_image(blob, name))
+        images.append(decode_image(blob, name))
         labels.append(classes.index(cls))
     if not images:
         raise DatasetError(f"{where}: no images found; {LAYOUT_HELP}")
@@ -236,11 +269,8 @@ def _load_folder_tar(archive: Path) -> RawDataset:
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
-                parts = member.name.strip("./").split("/")
-                if not member.isfile() or len(parts) < 3:
-                    continue
-                split, cls, fname = parts[-3], parts[-2], parts[-1]
-                if split in files and fname.lower().endswith(IMAGE_SUFFIXES):
+                split, cls, _ = _archive_entry(member.name)
+                if member.isfile() and split is not None:
                     blob = tar.extractfile(member).read()  # type: ignore[union-attr]
                     files[split].setdefault(cls, []).append((f"{archive}:{member.name}", blob))
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -273,6 +303,14 @@ def _download(raw: Path) -> Path:
         raise DatasetError(f"downloaded archive has md5 {digest}, expected {CIFAR10_MD5}")
     part.rename(dest)
     return dest
+
+
+_LOADERS = {
+    "pickle-dir": _load_pickle_dir,
+    "pickle-tar": _load_pickle_tar,
+    "folder-tree": _load_folder_tree,
+    "folder-tar": _load_folder_tar,
+}
 
 
 # -- synthetic data ------------------------------------------------------------------------
@@ -331,30 +369,3 @@ def calibration_indices(n_train: int, size: int, seed: int) -> np.ndarray:
     if size > n_train:
         raise DatasetError(f"data.calib_size={size} exceeds the {n_train} training images")
     return np.sort(np.random.default_rng(seed + 1).permutation(n_train)[:size])
-
-
-# -- preprocessing -------------------------------------------------------------------------
-
-
-def preprocess(images: np.ndarray, mean: list[float], std: list[float], size: int) -> np.ndarray:
-    """uint8 NHWC -> normalised float32 NCHW at ``size`` (nearest upsampling by an integer).
-
-    The same function feeds every backend, so all of them see identical inputs; training
-    uses the torch twin in :mod:`stages.lib.torchdata`.
-    """
-    h = images.shape[1]
-    if size % h:
-        raise DatasetError(f"model input {size} is not a multiple of the image size {h}")
-    x = images.astype(np.float32) * np.float32(1 / 255)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    factor = size // h
-    if factor > 1:
-        x = np.ascontiguousarray(x.repeat(factor, axis=2).repeat(factor, axis=3))
-    return x
-
-
-def batches(split: Split, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(images uint8 NHWC, labels) in order, the last batch possibly smaller."""
-    for start in range(0, len(split), batch_size):
-        yield split.images[start : start + batch_size], split.labels[start : start + batch_size]

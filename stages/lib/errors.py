@@ -28,6 +28,10 @@ class DatasetError(PipelineError):
     """The dataset is missing or malformed."""
 
 
+class ImageError(DatasetError):
+    """An image file is unreadable, not an image, or not the size the model's images have."""
+
+
 class PretrainedWeightsError(PipelineError):
     """Pretrained weights were asked for but cannot be had."""
 
@@ -76,3 +80,15 @@ class SweepError(PipelineError):
 
 class QualityGateError(PipelineError):
     """A reduced-precision model lost more accuracy than the budget allows."""
+
+
+class ChildFailed(PipelineError):
+    """A child stage process failed; it has already printed its own one-line error."""
+
+    def __init__(self, exit_code: int, what: str) -> None:
+        self.exit_code = exit_code
+        super().__init__(f"{what} failed (exit {exit_code})")
+
+
+class ServingError(PipelineError):
+    """A model server failed to start, answer or stop, or its load generator failed."""

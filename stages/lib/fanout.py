@@ -1,8 +1,8 @@
 """Run one stage's per-backend work in a fresh process each, and merge the results.
 
-A fresh process per backend keeps device-memory readings per backend honest, and lets the
-TensorRT part run in $TRT_PYTHON. A backend that crashes is recorded as failed (the quality
-gate then fails the run) so the other backends are still measured.
+The flow (which interpreter, ``PIPELINE_CHILD``) is described in :mod:`stages.lib.interpreter`.
+A backend whose child fails is recorded as failed (the quality gate then fails the run) so
+the other backends are still measured.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import BackendUnavailable, UnsupportedCombination
-from .interpreter import ChildFailed, interpreter_for, run_module
+from .errors import BackendUnavailable, ChildFailed, UnsupportedCombination
+from .interpreter import interpreter_for, run_module
 from .io import read_json
 from .params import PRECISIONS
 

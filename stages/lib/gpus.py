@@ -10,7 +10,8 @@ are listed with ``nvidia-smi -L``, not CUDA: the holding process must not create
 context of its own. Per-backend child processes inherit the held GPU and do not lock again.
 Without nvidia-smi (or with no GPU visible) holding is a no-op.
 
-Standard library only, Python 3.10: TensorRT-side stages import it.
+Standard library only, Python 3.10: TensorRT-side stages import it. Plumbing (it decides
+which GPU, never what is computed on it), so no stage lists it among its DVC deps.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GpuLockError
-from .interpreter import is_child
 
 log = logging.getLogger(__name__)
 
+CHILD_ENV = "PIPELINE_CHILD"  # set for every child process of a stage (stages.lib.interpreter)
 LOCK_DIR_ENV = "PIPELINE_LOCK_DIR"
 DEFAULT_LOCK_DIR = "/tmp/trt-pipeline/gpu-locks"
 # "off": pin the first visible GPU without a lock, so several stages share it (e.g. trainings
@@ -104,15 +105,13 @@ def held_gpu() -> Gpu | None:
         return None
 
 
-def device_record(device: str) -> dict[str, Any]:
-    """What a benchmark ran on: the held GPU's name, index and UUID, or "cpu"."""
-    if device != "cuda":
-        return {"name": "cpu", "index": None, "uuid": None}
+def current_gpu() -> Gpu | None:
+    """The GPU CUDA's device 0 is in this process: the held one, else the first visible."""
     gpu = held_gpu()
-    if gpu is None:  # not started through run_main(gpu=True): the first visible GPU is CUDA's 0
+    if gpu is None:  # not started through run_main(gpu=True)
         found = visible_gpus(host_gpus(), os.environ.get(VISIBLE_ENV)) or []
         gpu = found[0] if found else None
-    return gpu.record() if gpu else {"name": "unknown CUDA device", "index": None, "uuid": None}
+    return gpu
 
 
 def _lock_dir() -> Path:
@@ -186,7 +185,7 @@ def _pinned(gpu: Gpu) -> Iterator[Gpu]:
 @contextmanager
 def hold_gpu(stage: str) -> Iterator[Gpu | None]:
     """Hold one GPU for the duration of the block (see the module docstring)."""
-    if is_child():
+    if os.environ.get(CHILD_ENV):
         yield held_gpu()
         return
     gpus = visible_gpus(host_gpus(), os.environ.get(VISIBLE_ENV))

@@ -79,6 +79,15 @@ def write_csv(dest: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
     write_text(dest, "\n".join(lines) + "\n")
 
 
+def write_records(dest: str | os.PathLike[str], rows: list[dict[str, Any]], empty_header: str = "backend") -> None:
+    """:func:`write_csv`, or only ``empty_header`` when there are no rows: a stage whose every
+    backend was skipped still writes the file DVC declares."""
+    if rows:
+        write_csv(dest, rows)
+    else:
+        write_text(dest, empty_header + "\n")
+
+
 def _csv_cell(value: Any) -> str:
     if value is None:
         return ""

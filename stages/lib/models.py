@@ -86,23 +86,21 @@ def _without_pretrained(p: ModelParams) -> ModelParams:
     return dataclasses.replace(p, pretrained=False)
 
 
-def macs_per_image(model: nn.Module, image_size: int) -> int:
-    """Multiply-accumulates of one forward pass (convolutions and linear layers)."""
-    total = 0
+class RawPixels(nn.Module):
+    """``model`` taking uint8 NHWC images (raw pixels at the model's size) and doing the input
+    preprocessing itself, with the arithmetic of :func:`stages.lib.inputs.preprocess`:
+    Cast to float first (TensorRT accepts a uint8 input only into a Cast), x/255, -mean,
+    /std per channel, then NHWC -> NCHW."""
 
-    def conv_hook(mod: nn.Conv2d, _inp: Any, out: torch.Tensor) -> None:
-        nonlocal total
-        k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
-        total += int(out[0].numel()) * k
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.model = model
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
 
-    def fc_hook(mod: nn.Linear, _inp: Any, out: torch.Tensor) -> None:
-        nonlocal total
-        total += mod.in_features * mod.out_features
-
-    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    hooks += [m.register_forward_hook(fc_hook) for m in model.modules() if isinstance(m, nn.Linear)]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, image_size, image_size))
-    for h in hooks:
-        h.remove()
-    return total
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32) * (1 / 255)
+        x = (x - self.mean) / self.std
+        return self.model(x.permute(0, 3, 1, 2))

@@ -1,4 +1,4 @@
-"""Small ONNX graph edits shared by export and calibrate (onnx only, no runtime)."""
+"""Small ONNX graph edits and reads shared by export and calibrate (onnx only, no runtime)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .errors import OnnxModelError
+from .inputs import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +103,48 @@ def quantize_pools(graph: Any, amax: dict[str, float]) -> list[str]:
         done.append(pool.name)
     topological_sort(graph)
     return done
+
+
+def input_spec(model: Any) -> InputSpec:
+    """What an ONNX model takes: raw uint8 NHWC, or float NCHW (float32, or float16 with fp16 I/O)."""
+    from onnx import TensorProto, helper
+
+    inp = model.graph.input[0]
+    t = inp.type.tensor_type
+    if t.elem_type not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.UINT8):
+        kind = TensorProto.DataType.Name(t.elem_type)
+        raise OnnxModelError(f"input {inp.name!r} has type {kind}; expected FLOAT, FLOAT16 or UINT8")
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
+    return InputSpec.from_dims(helper.tensor_dtype_to_np_dtype(t.elem_type), dims[1:], where=f"input {inp.name!r}")
+
+
+def cast_io_to_fp16(model: Any) -> list[str]:
+    """fp16 graph inputs and outputs wherever they are float32, through a Cast at each edge
+    (TensorRT fuses them with their neighbours); returns the tensors changed. A uint8 input
+    (raw pixels) stays as it is."""
+    from onnx import TensorProto, helper
+
+    g, changed = model.graph, []
+    for inp in [i for i in g.input if i.type.tensor_type.elem_type == TensorProto.FLOAT]:
+        inner = f"{inp.name}_fp32"
+        _rename(g, inp.name, inner, outputs=False)
+        g.node.append(helper.make_node("Cast", [inp.name], [inner], f"{inp.name}_to_fp32", to=TensorProto.FLOAT))
+        inp.type.tensor_type.elem_type = TensorProto.FLOAT16
+        changed.append(inp.name)
+    for out in [o for o in g.output if o.type.tensor_type.elem_type == TensorProto.FLOAT]:
+        inner = f"{out.name}_fp32"
+        _rename(g, out.name, inner, outputs=True)
+        g.node.append(helper.make_node("Cast", [inner], [out.name], f"{out.name}_to_fp16", to=TensorProto.FLOAT16))
+        out.type.tensor_type.elem_type = TensorProto.FLOAT16
+        changed.append(out.name)
+    topological_sort(g)
+    return changed
+
+
+def _rename(graph: Any, old: str, new: str, outputs: bool) -> None:
+    """Every node input (or output) named ``old`` becomes ``new``."""
+    for node in graph.node:
+        names = node.output if outputs else node.input
+        for i, name in enumerate(names):
+            if name == old:
+                names[i] = new

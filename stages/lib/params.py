@@ -25,6 +25,7 @@ ARCHS = ("resnet18", "resnet50")
 CALIBRATION_METHODS = ("entropy", "minmax", "percentile")
 DATA_SOURCES = ("auto", "pickle", "folder", "synthetic")
 DEVICES = ("cuda", "cpu")
+SERVED_BACKENDS = ("tensorrt", "onnxruntime")  # the runners a Triton server can host
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class ExportParams:
     rtol: float
     fp16_atol: float
     fp16_rtol: float
+    raw_input: bool  # the models take uint8 NHWC images and normalise inside the graph
+    io_fp16: bool  # fp16.onnx and int8.onnx return fp16 (and take fp16 unless raw_input)
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,6 @@ class BuildParams:
     profiles: list[ProfileShape]
     timing_cache: bool
     strongly_typed: str
-    io_fp16: bool
     detailed_profiling: bool
 
 
@@ -131,12 +133,9 @@ class QualityParams:
 
 
 @dataclass(frozen=True)
-class TargetsParams:
-    """Performance targets the report checks; informative, they never fail the run.
-    None (or an empty mapping) leaves a target unchecked."""
+class GpuTargets:
+    """Performance targets on one GPU model; None (or an empty mapping) leaves one unchecked."""
 
-    enabled: bool  # false: the report says the targets are not checked in this profile
-    hardware: str | None  # the GPU the targets are set for, named in the report
     int8_min_ips: float | None  # TensorRT INT8 best GPU-compute img/s over batch sizes
     int8_vs_compile_fp16: float | None  # that over torch_compile FP16's best compute img/s
     batch1_max_ms: dict[str, float]  # precision -> TensorRT batch-1 compute p50 ms
@@ -148,6 +147,33 @@ class TargetsParams:
         """Whether any target is set."""
         singles = (self.int8_min_ips, self.int8_vs_compile_fp16, self.int8_max_top1_drop, self.pipelined_within)
         return bool(self.batch1_max_ms) or any(v is not None for v in singles)
+
+
+@dataclass(frozen=True)
+class TargetsParams:
+    """Performance targets the report checks, per GPU model (the probe's GPU name);
+    informative, they never fail the run."""
+
+    enabled: bool  # false: the report says the targets are not checked in this profile
+    gpus: dict[str, GpuTargets]
+
+    def for_gpu(self, gpu: str | None) -> GpuTargets | None:
+        """The targets set for ``gpu`` (None where there are none)."""
+        return self.gpus.get(gpu) if gpu else None
+
+
+@dataclass(frozen=True)
+class ServeParams:
+    """The served benchmark (a Triton server in $SERVE_PYTHON) and the model repository's batcher."""
+
+    enabled: bool  # false: the serve stage records "skipped" and starts no server
+    backends: list[str]  # runners to serve, one server each
+    concurrencies: list[int]  # requests in flight from the client, one level each
+    batch_size: int  # images per request
+    requests: int  # per level at most
+    max_seconds: float  # per level at most
+    max_queue_delay_us: int  # dynamic batcher: how long a request may wait for others
+    startup_timeout_s: float  # server start, model load included
 
 
 @dataclass(frozen=True)
@@ -166,6 +192,7 @@ class Params:
     bench: BenchParams
     quality: QualityParams
     targets: TargetsParams
+    serve: ServeParams
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -290,6 +317,35 @@ def validate(p: Params) -> list[str]:
                 f"build.profiles[{i}]: need 1 <= min <= opt <= max, got min={prof.min} opt={prof.opt} max={prof.max}"
             )
     problems.extend(_targets_problems(p.targets))
+    problems.extend(_serve_problems(p.serve))
+    profiles_valid = all(1 <= q.min <= q.opt <= q.max for q in p.build.profiles)
+    if p.build.profiles and profiles_valid and p.serve.batch_size > max(q.max for q in p.build.profiles):
+        problems.append(
+            f"serve.batch_size ({p.serve.batch_size}) exceeds the largest build profile max "
+            f"({max(q.max for q in p.build.profiles)}), the served models' max_batch_size"
+        )
+    return problems
+
+
+def _serve_problems(s: ServeParams) -> list[str]:
+    """serve: servable backends, positive sizes and budgets."""
+    problems = [
+        f"serve.backends[{i}]: unknown value {b!r}; valid: {', '.join(SERVED_BACKENDS)}"
+        for i, b in enumerate(s.backends)
+        if b not in SERVED_BACKENDS
+    ]
+    if not s.concurrencies:
+        problems.append("serve.concurrencies: must list at least one concurrency")
+    for where, value in [(f"serve.concurrencies[{i}]", c) for i, c in enumerate(s.concurrencies)] + [
+        ("serve.batch_size", s.batch_size),
+        ("serve.requests", s.requests),
+        ("serve.max_seconds", s.max_seconds),
+        ("serve.startup_timeout_s", s.startup_timeout_s),
+    ]:
+        if value <= 0:
+            problems.append(f"{where}: must be > 0, got {value}")
+    if s.max_queue_delay_us < 0:
+        problems.append(f"serve.max_queue_delay_us: must be >= 0, got {s.max_queue_delay_us}")
     return problems
 
 
@@ -306,23 +362,27 @@ def _fallback_problems(c: CalibrateParams) -> list[str]:
     return problems
 
 
-def _targets_problems(t: TargetsParams) -> list[str]:
-    """targets: positive limits, known precisions, and the hardware named when any is set."""
+def _targets_problems(targets: TargetsParams) -> list[str]:
+    """targets.gpus: named GPUs, positive limits, known precisions."""
     problems: list[str] = []
-    for name, value in (("int8_min_ips", t.int8_min_ips), ("int8_vs_compile_fp16", t.int8_vs_compile_fp16)):
-        if value is not None and value <= 0:
-            problems.append(f"targets.{name}: must be > 0 (or null: not checked), got {value}")
-    for prec, ms in t.batch1_max_ms.items():
-        if prec not in PRECISIONS:
-            problems.append(f"targets.batch1_max_ms: unknown precision {prec!r}; valid: {', '.join(PRECISIONS)}")
-        elif ms <= 0:
-            problems.append(f"targets.batch1_max_ms.{prec}: must be > 0 ms, got {ms}")
-    if t.int8_max_top1_drop is not None and t.int8_max_top1_drop < 0:
-        problems.append(f"targets.int8_max_top1_drop: must be >= 0 points, got {t.int8_max_top1_drop}")
-    if t.pipelined_within is not None and not 0.0 <= t.pipelined_within < 1.0:
-        problems.append(f"targets.pipelined_within: must be a fraction in [0, 1) (0.15: 15%), got {t.pipelined_within}")
-    if t.configured and not (t.hardware or "").strip():
-        problems.append("targets.hardware: name the GPU the targets are for (e.g. 'NVIDIA H100')")
+    for gpu, t in targets.gpus.items():
+        where = f"targets.gpus[{gpu!r}]"
+        if not str(gpu).strip():
+            problems.append("targets.gpus: a GPU name is empty (use the probe's name, e.g. 'NVIDIA H200')")
+        for name, value in (("int8_min_ips", t.int8_min_ips), ("int8_vs_compile_fp16", t.int8_vs_compile_fp16)):
+            if value is not None and value <= 0:
+                problems.append(f"{where}.{name}: must be > 0 (or null: not checked), got {value}")
+        for prec, ms in t.batch1_max_ms.items():
+            if prec not in PRECISIONS:
+                problems.append(f"{where}.batch1_max_ms: unknown precision {prec!r}; valid: {', '.join(PRECISIONS)}")
+            elif ms <= 0:
+                problems.append(f"{where}.batch1_max_ms.{prec}: must be > 0 ms, got {ms}")
+        if t.int8_max_top1_drop is not None and t.int8_max_top1_drop < 0:
+            problems.append(f"{where}.int8_max_top1_drop: must be >= 0 points, got {t.int8_max_top1_drop}")
+        if t.pipelined_within is not None and not 0.0 <= t.pipelined_within < 1.0:
+            problems.append(
+                f"{where}.pipelined_within: must be a fraction in [0, 1) (0.15: 15%), got {t.pipelined_within}"
+            )
     return problems
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .params import QualityParams
+from .results import ran
 
 
 def gate_checks(evals: dict[str, dict[str, Any]], q: QualityParams) -> list[dict[str, Any]]:
@@ -16,72 +17,53 @@ def gate_checks(evals: dict[str, dict[str, Any]], q: QualityParams) -> list[dict
     that failed fails its check.
     """
     fp32 = evals.get("fp32", {})
-    pytorch_fp32 = _top1(fp32.get("pytorch"))
     checks = []
     for precision, by_backend in evals.items():
         for backend, rec in by_backend.items():
             if not isinstance(rec, dict):
                 continue
-            status = rec.get("status")
-            if status == "failed":
+            if rec.get("status") == "failed":
+                checks.append(_check(backend, precision, False, "backend ran", rec.get("reason", "")))
+            elif ran(rec):
                 checks.append(
-                    {
-                        "backend": backend,
-                        "precision": precision,
-                        "passed": False,
-                        "rule": "backend ran",
-                        "detail": rec.get("reason", ""),
-                    }
+                    _agreement(backend, rec, q) if precision == "fp32" else _drop(backend, precision, rec, fp32, q)
                 )
-            if status != "ok":
-                continue
-            if precision == "fp32":
-                agree = rec["top1_agreement_vs_ort_fp32"]
-                checks.append(
-                    {
-                        "backend": backend,
-                        "precision": precision,
-                        "rule": f"top-1 agreement with ORT FP32 >= {q.min_fp32_agreement}",
-                        "value": agree,
-                        "passed": agree >= q.min_fp32_agreement,
-                        "detail": f"agreement {agree:.4f}",
-                    }
-                )
-                continue
-            ref, own = _top1(fp32.get(backend)), rec["top1"]
-            ref_name = f"{backend} fp32"
-            if ref is None and pytorch_fp32 is not None:
-                ref, ref_name = pytorch_fp32, "pytorch fp32"
-            if ref is None and rec.get("reference_top1") is not None:
-                # no FP32 run in this experiment: the export's ORT FP32 reference logits
-                ref, own = rec["reference_top1"], rec["top1_on_reference_images"]
-                ref_name = f"ORT fp32 reference ({rec.get('agreement_images')} images)"
-            if ref is None:
-                checks.append(
-                    {
-                        "backend": backend,
-                        "precision": precision,
-                        "passed": False,
-                        "rule": "an FP32 reference exists",
-                        "detail": "no FP32 result or reference logits to compare with",
-                    }
-                )
-                continue
-            drop = round(ref - own, 3)
-            checks.append(
-                {
-                    "backend": backend,
-                    "precision": precision,
-                    "rule": f"top-1 drop vs {ref_name} <= {q.max_top1_drop} points",
-                    "value": drop,
-                    "passed": drop <= q.max_top1_drop,
-                    "detail": f"{own:.2f}% vs {ref:.2f}% ({ref_name}): drop {drop:.2f} points",
-                }
-            )
     return checks
 
 
+def _check(backend: str, precision: str, passed: bool, rule: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"backend": backend, "precision": precision, "rule": rule, **extra, "passed": passed, "detail": detail}
+
+
+def _agreement(backend: str, rec: dict[str, Any], q: QualityParams) -> dict[str, Any]:
+    """FP32: top-1 agreement with the ONNX Runtime FP32 reference."""
+    agree = rec["top1_agreement_vs_ort_fp32"]
+    rule = f"top-1 agreement with ORT FP32 >= {q.min_fp32_agreement}"
+    return _check(backend, "fp32", agree >= q.min_fp32_agreement, rule, f"agreement {agree:.4f}", value=agree)
+
+
+def _drop(backend: str, precision: str, rec: dict[str, Any], fp32: dict[str, Any], q: QualityParams) -> dict[str, Any]:
+    """FP16/INT8: the top-1 drop against the best FP32 reference this run has."""
+    ref, own, ref_name = _top1(fp32.get(backend)), rec["top1"], f"{backend} fp32"
+    if ref is None and _top1(fp32.get("pytorch")) is not None:
+        ref, ref_name = _top1(fp32.get("pytorch")), "pytorch fp32"
+    if ref is None and rec.get("reference_top1") is not None:
+        # no FP32 run in this experiment: the export's ORT FP32 reference logits
+        ref, own = rec["reference_top1"], rec["top1_on_reference_images"]
+        ref_name = f"ORT fp32 reference ({rec.get('agreement_images')} images)"
+    if ref is None:
+        detail = "no FP32 result or reference logits to compare with"
+        return _check(backend, precision, False, "an FP32 reference exists", detail)
+    drop = round(ref - own, 3)
+    return _check(
+        backend,
+        precision,
+        drop <= q.max_top1_drop,
+        f"top-1 drop vs {ref_name} <= {q.max_top1_drop} points",
+        f"{own:.2f}% vs {ref:.2f}% ({ref_name}): drop {drop:.2f} points",
+        value=drop,
+    )
+
+
 def _top1(rec: Any) -> float | None:
-    if isinstance(rec, dict) and rec.get("status") == "ok":
-        return float(rec["top1"])
-    return None
+    return float(rec["top1"]) if ran(rec) else None

@@ -11,15 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .params import TargetsParams
-
-# What the report reads: {precision: {backend: record}} from bench/<p>.json and eval/<p>.json,
-# and the benchmark's CSV rows (every value a string but batch_size).
-ByPrecision = dict[str, dict[str, Any]]
-
-WARM_REBUILD_NOTE = (
-    "Warm rebuild <= 25% of the cold build time is a target too; it is measured outside the pipeline, "
-    "by `bash tools/gpu-host/session.sh warm WS PREC`."
-)
+from .results import ByPrecision, ok_record
 
 
 @dataclass(frozen=True)
@@ -38,9 +30,13 @@ class TargetRow:
         return "met" if self.met else f"**{self.gap}**"
 
 
-def check(t: TargetsParams, benches: ByPrecision, records: list[dict[str, Any]], evals: ByPrecision) -> list[TargetRow]:
-    """One row per configured target; none when targets are off (targets.enabled false)."""
-    if not t.enabled:
+def check(
+    targets: TargetsParams, gpu: str | None, benches: ByPrecision, records: list[dict[str, Any]], evals: ByPrecision
+) -> list[TargetRow]:
+    """One row per target set for ``gpu``; none when targets are off (targets.enabled false)
+    or none are set for that GPU."""
+    t = targets.for_gpu(gpu)
+    if not targets.enabled or t is None:
         return []
     rows: list[TargetRow] = []
     if t.int8_min_ips is not None:
@@ -65,17 +61,20 @@ def metrics(rows: list[TargetRow]) -> dict[str, Any]:
     return m
 
 
-def section(t: TargetsParams, profile: str, rows: list[TargetRow], gpu: str | None) -> list[str]:
-    """summary.md's "## Performance targets" (nothing when the model sets no targets)."""
-    if not t.configured:
+def section(targets: TargetsParams, profile: str, rows: list[TargetRow], gpu: str | None) -> list[str]:
+    """summary.md's "## Performance targets": the rows, or why there are none."""
+    if not targets.gpus:
         return []
     lines = ["", "## Performance targets", ""]
-    if not t.enabled:
-        return lines + [
-            f"Not checked in profile {profile} (targets.enabled is false): the targets are set for {t.hardware}."
-        ]
+    known = ", ".join(targets.gpus)
+    if not targets.enabled:
+        return lines + [f"Not checked in profile {profile} (targets.enabled is false); targets are set for: {known}."]
+    t = targets.for_gpu(gpu)
+    if t is None or not t.configured:
+        here = gpu or "a machine without a CUDA GPU"
+        return lines + [f"No performance targets for {here}; targets are set for: {known}."]
     lines += [
-        f"Targets set for {t.hardware} (params: targets); this run: {gpu or 'no CUDA GPU'}. "
+        f"Targets set for {gpu} (params: targets.gpus). "
         "Informative: a missed target does not fail the run (the quality gate checks accuracy only).",
         "",
         "| target | measured | result |",
@@ -86,7 +85,6 @@ def section(t: TargetsParams, profile: str, rows: list[TargetRow], gpu: str | No
         "",
         "img/s and batch-1 latency are GPU compute on device-resident input, the best with or without a "
         "CUDA graph (as in the headline table); pipelined is end to end, copies overlapped with compute.",
-        WARM_REBUILD_NOTE,
     ]
 
 
@@ -95,7 +93,7 @@ def section(t: TargetsParams, profile: str, rows: list[TargetRow], gpu: str | No
 
 def _int8_throughput(limit: float, benches: ByPrecision) -> TargetRow:
     key, target = "int8_throughput_ips", f"TensorRT INT8 best img/s (compute) >= {limit:,.0f}"
-    rec = _ok(benches, "int8", "tensorrt")
+    rec = ok_record(benches, "int8", "tensorrt")
     if rec is None:
         return _not_measured(key, target, _why(benches, "benchmark", "int8", "tensorrt"))
     ips = float(rec["compute_throughput_ips_max"])
@@ -105,7 +103,7 @@ def _int8_throughput(limit: float, benches: ByPrecision) -> TargetRow:
 def _int8_vs_compile(limit: float, benches: ByPrecision) -> TargetRow:
     key = "int8_vs_compile_fp16_ratio"
     target = f"TensorRT INT8 best img/s (compute) >= {limit:g}x torch_compile FP16's"
-    trt, tc = _ok(benches, "int8", "tensorrt"), _ok(benches, "fp16", "torch_compile")
+    trt, tc = ok_record(benches, "int8", "tensorrt"), ok_record(benches, "fp16", "torch_compile")
     if trt is None:
         return _not_measured(key, target, _why(benches, "benchmark", "int8", "tensorrt"))
     if tc is None:
@@ -116,7 +114,7 @@ def _int8_vs_compile(limit: float, benches: ByPrecision) -> TargetRow:
 
 def _batch1(prec: str, limit: float, benches: ByPrecision) -> TargetRow:
     key, target = f"{prec}_bs1_latency_ms", f"TensorRT {prec.upper()} batch-1 p50 <= {limit:g} ms"
-    rec = _ok(benches, prec, "tensorrt")
+    rec = ok_record(benches, prec, "tensorrt")
     if rec is None:
         return _not_measured(key, target, _why(benches, "benchmark", prec, "tensorrt"))
     ms = rec.get("compute_bs1_latency_ms_p50")
@@ -129,7 +127,7 @@ def _batch1(prec: str, limit: float, benches: ByPrecision) -> TargetRow:
 
 def _int8_top1(limit: float, evals: ByPrecision) -> TargetRow:
     key, target = "int8_top1_drop_points", f"TensorRT INT8 top-1 within {limit:g} points of TensorRT FP32"
-    i8, f32 = _ok(evals, "int8", "tensorrt"), _ok(evals, "fp32", "tensorrt")
+    i8, f32 = ok_record(evals, "int8", "tensorrt"), ok_record(evals, "fp32", "tensorrt")
     if i8 is None:
         return _not_measured(key, target, _why(evals, "evaluation", "int8", "tensorrt"))
     if f32 is None:
@@ -146,7 +144,7 @@ def _pipelined(prec: str, within: float, benches: ByPrecision, records: list[dic
     mine = [r for r in records if r.get("backend") == "tensorrt" and r.get("precision") == prec and _ips(r)]
     piped = [r for r in mine if r.get("mode") == "pipelined"]
     if not piped:
-        ran = _ok(benches, prec, "tensorrt") is not None
+        ran = ok_record(benches, prec, "tensorrt") is not None
         return _not_measured(key, target, "no pipelined run" if ran else _why(benches, "benchmark", prec, "tensorrt"))
     batch = max(int(r["batch_size"]) for r in piped)  # the largest batch
     pipe = max(_ips(r) for r in piped if int(r["batch_size"]) == batch)
@@ -177,11 +175,6 @@ def _at_least(key: str, target: str, value: float, limit: float, text: str) -> T
 
 def _not_measured(key: str, target: str, why: str) -> TargetRow:
     return TargetRow(key, target, None, f"not measured: {why}", None)
-
-
-def _ok(table: ByPrecision, prec: str, backend: str) -> dict[str, Any] | None:
-    rec = table.get(prec, {}).get(backend)
-    return rec if isinstance(rec, dict) and rec.get("status") == "ok" else None
 
 
 def _why(table: ByPrecision, what: str, prec: str, backend: str) -> str:

@@ -1,4 +1,4 @@
-"""GPU-resident training data with on-device augmentation (torch twin of data.preprocess)."""
+"""GPU-resident training data with on-device augmentation (torch twin of inputs.preprocess)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class DeviceDataset:
         return int(self.labels.shape[0])
 
     def normalise(self, x_u8: torch.Tensor) -> torch.Tensor:
-        """Same arithmetic as data.preprocess: /255, -mean, /std, nearest upsampling."""
+        """Same arithmetic as inputs.preprocess: /255, -mean, /std, nearest upsampling."""
         x = x_u8.float() * (1 / 255)
         x = (x - self.mean) / self.std
         factor = self.size // self.hw

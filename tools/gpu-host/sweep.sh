@@ -35,13 +35,15 @@ need() { [ "$(left)" -ge "$1" ] || { echo "SKIPPED $2: $(left) s left, needs $1:
 # synthetic images: the timings are the point here, the report says which data it was.
 data=synthetic; [ -f data/raw/cifar10-jpg.tar.gz ] && data=cifar10
 # Short training (about 30 s on an H200); INT8 TensorRT only; one build profile (half the build
-# time); no layer profile; calibration keeps its method; the quality gate off, because a point
-# that loses accuracy must still be timed (its top-1 is in the report).
+# time); no layer profile; no served benchmark; calibration keeps its method; the quality gate
+# off, because a point that loses accuracy must still be timed (its top-1 is in the report).
 BASE=${SWEEP_BASE:-"data=$data train.epochs=10 precision=int8 backends=[tensorrt] calibrate.method=minmax \
 calibrate.fallback_methods=[] calibrate.num_images=512 build.profiles=[{min:1,opt:256,max:1024}] \
-bench.layer_profile=false quality.max_top1_drop=100.0"}
-# Four points of about equal cost, each its own Q/DQ model and engine.
-GRID=${SWEEP_GRID:-"calibrate.per_channel=true,false calibrate.quantize_residual_add=false,true"}
+bench.layer_profile=false quality.max_top1_drop=100.0 serve.enabled=false"}
+# Points of about equal cost, each its own Q/DQ model and engine: four, or eight for more GPUs.
+grid="calibrate.per_channel=true,false calibrate.quantize_residual_add=false,true"
+[ "$N" -gt 4 ] && grid="$grid calibrate.quantize_pools=false,true"
+GRID=${SWEEP_GRID:-$grid}
 POINT_S=${SWEEP_POINT_S:-110}
 # The baseline fixes BASE and GRID for the later calls (which may not carry the data archive).
 [ -f "$ROOT_WS/base.args" ] && BASE=$(cat "$ROOT_WS/base.args") && GRID=$(cat "$ROOT_WS/grid.args")

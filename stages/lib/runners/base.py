@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..inputs import InputSpec
 from ..timing import TimedOp
 
 
@@ -52,7 +53,7 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def infer(self, x: np.ndarray) -> np.ndarray:
-        """float32 NCHW host batch in, float32 logits on the host out."""
+        """A host batch in the format of :meth:`input_spec` in, float32 logits on the host out."""
 
     @abc.abstractmethod
     def compute_op(self, batch_size: int, cuda_graph: bool) -> TimedOp:
@@ -60,7 +61,7 @@ class Runner(abc.ABC):
 
     def end_to_end_op(self, batch_size: int) -> TimedOp:
         """One inference from a host array to host logits, copies included."""
-        x = _bench_input(batch_size, self.input_shape())
+        x = self.bench_batch(batch_size)
         return TimedOp(
             step=lambda: self.infer(x),
             sync=lambda: None,
@@ -79,17 +80,28 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one input image."""
+        """One input image's shape: (C, H, W), or (H, W, C) for NHWC models."""
+
+    def input_spec(self) -> InputSpec:
+        """What :meth:`infer` takes (dtype, layout, size); :func:`stages.lib.inputs.to_model_input`
+        makes it from images. Float32 NCHW unless the model says otherwise (ONNX and TensorRT
+        runners read it from the model once open)."""
+        return InputSpec("float32", "NCHW", self.input_shape()[-1])
+
+    def bench_batch(self, batch_size: int) -> np.ndarray:
+        """Random input in this runner's format, for timing."""
+        spec = self.input_spec()
+        return bench_input(batch_size, spec.shape, spec.dtype)
 
     def describe(self) -> dict[str, Any]:
         """Versions and settings worth recording next to results."""
         return {}
 
 
-def _bench_input(batch_size: int, chw: tuple[int, int, int]) -> np.ndarray:
-    """Random normalised-looking input: never zeros, which can time faster than real data."""
+def bench_input(batch_size: int, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+    """Random input of ``dtype``: normalised-looking floats or uniform raw pixels, never zeros
+    (which can time faster than real data); seeded by the batch size."""
     rng = np.random.default_rng(batch_size)
-    return rng.standard_normal((batch_size, *chw), dtype=np.float32)
-
-
-bench_input = _bench_input
+    if np.dtype(dtype) == np.uint8:
+        return rng.integers(0, 256, (batch_size, *shape), dtype=np.uint8)
+    return rng.standard_normal((batch_size, *shape), dtype=np.float32).astype(dtype, copy=False)

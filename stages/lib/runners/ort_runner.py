@@ -9,9 +9,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailable, OnnxModelError
+from ..inputs import InputSpec
 from ..params import Params
 from ..timing import TimedOp
-from .base import Artifacts, Runner, bench_input
+from .base import Artifacts, Runner
+
+# ONNX Runtime's type strings for the input types models here have
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
 
 
 def create(backend: str, precision: str, artifacts: Artifacts, params: Params) -> Runner:
@@ -78,22 +82,31 @@ class OrtRunner(Runner):
                 f"onnxruntime: the CUDA provider failed to initialise (active: {', '.join(active)}); "
                 "check that onnxruntime-gpu matches this CUDA/cuDNN"
             )
-        self.input_name = self.session.get_inputs()[0].name
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
         self.output_name = self.session.get_outputs()[0].name
+        if inp.type not in _ORT_TYPES:
+            raise OnnxModelError(f"{self.onnx_path}: input of type {inp.type}; expected one of {', '.join(_ORT_TYPES)}")
+        self.spec = InputSpec.from_dims(_ORT_TYPES[inp.type], inp.shape[1:], where=str(self.onnx_path))
 
     def close(self) -> None:
         self.session = None
 
     def input_shape(self) -> tuple[int, int, int]:
-        s = self.params.model.image_size
-        return (3, s, s)
+        return self.input_spec().shape
+
+    def input_spec(self) -> InputSpec:
+        """Read from the model's input (raw uint8 NHWC, float16 or float32 NCHW) once open."""
+        if self.session is None:
+            raise OnnxModelError(f"{self.onnx_path}: the runner is not open, so its input is not known yet")
+        return self.spec
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name], {self.input_name: x})[0]
         return np.asarray(out, dtype=np.float32)
 
     def compute_op(self, batch_size: int, cuda_graph: bool) -> TimedOp:
-        x = bench_input(batch_size, self.input_shape())
+        x = self.bench_batch(batch_size)
         if self.device != "cuda":
             return TimedOp(
                 lambda: self.infer(x),
@@ -134,4 +147,5 @@ class OrtRunner(Runner):
             "providers": providers,
             "model": str(self.onnx_path),
             "tf32": self.tf32 if self.device == "cuda" else None,
+            "input": self.spec.describe() if self.session else None,
         }

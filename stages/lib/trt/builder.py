@@ -3,26 +3,28 @@
 Strongly typed networks (TensorRT >= 9/10) take their precision from the ONNX model itself
 (fp16.onnx, the Q/DQ int8.onnx); on versions without them (8.6) the FP16/INT8 builder flags
 are set instead. The INT8 implicit calibrator is offered where the API still has it.
+
+The engine's I/O types are the ONNX model's (uint8 raw pixels, fp16 with ``export.io_fp16``):
+the builder never sets a tensor's type (read-only in TensorRT 11), and the report states the
+types it reads from the parsed network.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import EngineError, OnnxModelError
+from ..inputs import InputSpec
 from ..params import BuildParams
 from . import common
 from .inspect import engine_information, parse_layers
 
 log = logging.getLogger(__name__)
-
-# cuBLAS/cuDNN tactics are optional since 8.x and absent from 10.x defaults; the GPU host's
-# bundle ships them as stubs, so they are always excluded.
-_EXCLUDED_TACTIC_SOURCES = ("CUBLAS", "CUBLAS_LT", "CUDNN")
 
 
 @dataclass
@@ -41,10 +43,14 @@ def build_engine(
     precision: str,
     p: BuildParams,
     timing_cache: bytes | None = None,
-    calibrator: Any = None,
+    calibration: Callable[[InputSpec], Any] | None = None,
 ) -> BuildResult:
-    """Parse ``onnx_path`` and build a serialized engine; everything measured goes in report."""
-    strongly = p.strongly_typed == "auto" and common.has_strongly_typed(trt) and calibrator is None
+    """Parse ``onnx_path`` and build a serialized engine; everything measured goes in report.
+
+    ``calibration`` makes TensorRT's implicit INT8 calibrator for the parsed network's input
+    (its batches in the model's input format); None for the Q/DQ or float models.
+    """
+    strongly = p.strongly_typed == "auto" and common.has_strongly_typed(trt) and calibration is None
     builder = trt.Builder(logger)
     network = builder.create_network(common.network_flags(trt, strongly))
     parser = trt.OnnxParser(network, logger)
@@ -54,14 +60,14 @@ def build_engine(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, p.workspace_mb * 2**20)
-    if hasattr(config, "builder_optimization_level"):
-        config.builder_optimization_level = p.opt_level
+    config.builder_optimization_level = p.opt_level
     if p.detailed_profiling:
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     config.set_tactic_sources(_tactic_sources(trt, config))
-    mode = _set_precision(trt, config, network, precision, strongly, p.io_fp16)
+    mode = _set_precision(trt, config, precision, strongly)
+    io = network_io(trt, network)
+    calibrator = calibration(input_spec(trt, network)) if calibration is not None else None
     if calibrator is not None:
-        config.int8_calibrator = calibrator
         mode = "implicit INT8 calibration (IInt8EntropyCalibrator2)"
 
     input_name = network.get_input(0).name
@@ -74,7 +80,7 @@ def build_engine(
         calib = builder.create_optimization_profile()
         b = calibrator.get_batch_size()  # must equal the calibrator's batch exactly
         calib.set_shape(input_name, (b, *chw), (b, *chw), (b, *chw))
-        config.set_calibration_profile(calib)
+        common.set_int8_calibrator(config, calibrator, calib)
 
     cache = None
     if p.timing_cache:
@@ -107,7 +113,9 @@ def build_engine(
         "tensorrt": trt.__version__,
         "mode": mode,
         "strongly_typed": strongly,
-        "io_fp16": p.io_fp16 and precision != "fp32",
+        "input_dtype": io["input"]["dtype"],
+        "output_dtype": io["output"]["dtype"],
+        "io": io,
         "opt_level": p.opt_level,
         "workspace_mb": p.workspace_mb,
         "profiles": [{"min": q.min, "opt": q.opt, "max": q.max} for q in p.profiles],
@@ -123,15 +131,33 @@ def build_engine(
 
 
 def _tactic_sources(trt: Any, config: Any) -> int:
-    sources = int(config.get_tactic_sources())
-    for name in _EXCLUDED_TACTIC_SOURCES:
-        src = getattr(trt.TacticSource, name, None)
-        if src is not None:
-            sources &= ~(1 << int(src))
-    return sources
+    """The default tactic sources without cuBLAS/cuDNN: optional since 8.x, absent from 10.x
+    defaults, and stubs in the GPU host's 8.6 bundle."""
+    return common.without_library_tactics(trt, int(config.get_tactic_sources()))
 
 
-def _set_precision(trt: Any, config: Any, network: Any, precision: str, strongly: bool, io_fp16: bool) -> str:
+def network_io(trt: Any, network: Any) -> dict[str, dict[str, Any]]:
+    """Name, type and shape of the network's input and output, as parsed from the ONNX model:
+    the engine's I/O, since nothing here changes a tensor's type or format."""
+
+    def describe(tensor: Any) -> dict[str, Any]:
+        return {"name": tensor.name, "dtype": common.dtype_name(trt, tensor.dtype), "shape": list(tensor.shape)}
+
+    if network.num_inputs != 1 or network.num_outputs != 1:
+        raise OnnxModelError(
+            f"expected a model with one input and one output, got {network.num_inputs} and {network.num_outputs}"
+        )
+    return {"input": describe(network.get_input(0)), "output": describe(network.get_output(0))}
+
+
+def input_spec(trt: Any, network: Any) -> InputSpec:
+    """What the parsed network takes (raw uint8 NHWC or float NCHW), for calibration batches."""
+    tensor = network.get_input(0)
+    dtype = common.dtype_to_numpy(trt, tensor.dtype)
+    return InputSpec.from_dims(dtype, tuple(int(d) for d in tensor.shape)[1:], where=f"network input {tensor.name}")
+
+
+def _set_precision(trt: Any, config: Any, precision: str, strongly: bool) -> str:
     if strongly:
         return "strongly typed (precision from the ONNX model)"
     # Weakly typed (8.6, or strongly_typed=never): flags allow lower precision; the Q/DQ
@@ -142,14 +168,8 @@ def _set_precision(trt: Any, config: Any, network: Any, precision: str, strongly
         raise EngineError(
             f"this TensorRT ({trt.__version__}) has no FP16/INT8 builder flags; use build.strongly_typed=auto"
         )
-    config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-    if io_fp16:
-        for i in range(network.num_inputs):
-            network.get_input(i).dtype = trt.float16
-        for i in range(network.num_outputs):
-            network.get_output(i).dtype = trt.float16
+    for flag in common.precision_flags(trt, precision):
+        config.set_flag(flag)
     return f"weakly typed, flags FP16{'+INT8' if precision == 'int8' else ''}"
 
 

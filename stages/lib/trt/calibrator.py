@@ -12,23 +12,20 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable
 from ..io import write_bytes
 from . import common
 
 
 def make_entropy_calibrator(trt: Any, batches: list[np.ndarray], cache_path: Path) -> Any:
-    """An IInt8EntropyCalibrator2 over float32 NCHW ``batches`` (all of one batch size)."""
-    if not common.has_implicit_calibrator(trt):
-        raise BackendUnavailable(
-            f"TensorRT {trt.__version__} has no implicit INT8 calibrator; use the Q/DQ model (the pipeline's default)"
-        )
+    """An IInt8EntropyCalibrator2 over ``batches`` in the network's input format (float32 NCHW,
+    or uint8 NHWC for raw-pixel models), all of one batch size."""
+    base = common.require_implicit_calibrator(trt)
     from .. import cuda
 
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc,name-defined]
+    class EntropyCalibrator(base):  # type: ignore[misc,valid-type]
         def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
+            base.__init__(self)
+            self.batches = [np.ascontiguousarray(b) for b in batches]
             self.index = 0
             self.buffer = cuda.DeviceBuffer(self.batches[0].nbytes)
 
@@ -40,14 +37,7 @@ def make_entropy_calibrator(trt: Any, batches: list[np.ndarray], cache_path: Pat
                 return None
             batch = self.batches[self.index]
             self.index += 1
-            cuda.check(
-                cuda._runtime().cudaMemcpy(
-                    self.buffer.ptr,
-                    batch.ctypes.data,
-                    batch.nbytes,
-                    cuda._runtime().cudaMemcpyKind.cudaMemcpyHostToDevice,
-                )
-            )
+            cuda.copy_htod(self.buffer.ptr, batch.ctypes.data, batch.nbytes)
             return [self.buffer.ptr]
 
         def read_calibration_cache(self) -> bytes | None:

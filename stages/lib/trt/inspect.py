@@ -6,9 +6,10 @@ import json
 import re
 from typing import Any
 
-_PRECISION = re.compile(r"\b(FP32|FP16|BF16|FP8|Int8|Int32|Int64|Bool|UInt8|Float|Half)\b", re.IGNORECASE)
-# Without an execution context the inspector abbreviates ("Float", "Half", "Int8").
-_ALIASES = {"FLOAT": "FP32", "HALF": "FP16"}
+_PRECISION = re.compile(r"\b(FP32|FP16|BF16|BFloat16|FP8|Int8|Int32|Int64|Bool|UInt8|Float|Half)\b", re.IGNORECASE)
+# Without an execution context, and in 11.x's "Datatype" field, types are abbreviated
+# ("Float", "Half", "Int8").
+_ALIASES = {"FLOAT": "FP32", "HALF": "FP16", "BFLOAT16": "BF16"}
 
 
 def precision_of(fmt: str) -> str:
@@ -30,29 +31,55 @@ _TACTIC_TOKENS = (
 )
 
 
-def _known(fmt: str) -> bool:
-    return precision_of(fmt) != "unknown"
+def tensor_type(tensor: dict[str, Any]) -> str:
+    """A layer tensor's type. 11.x gives it in its own field ("Datatype": "Int8", beside
+    "Format": "(Linear) Row major linear format"); 8.6 and 10.x fold it into "Format/Datatype"."""
+    for key in ("Datatype", "DataType"):
+        if key in tensor:
+            return precision_of(str(tensor[key]))
+    return precision_of(str(tensor.get("Format/Datatype", "")))
+
+
+def _tensor_types(layer: dict[str, Any], key: str) -> list[str]:
+    return [tensor_type(t) for t in layer.get(key) or [] if isinstance(t, dict)]
+
+
+def _weights_type(layer: dict[str, Any]) -> str:
+    """8.6/10.x: "Weights": {"Type": ...}; 11.x: "Constants", tensors like Inputs (the largest
+    one is the weights; the others are scalars such as a GEMM's alpha and beta)."""
+    weights = layer.get("Weights")
+    if isinstance(weights, dict):
+        return precision_of(str(weights.get("Type", "")))
+    constants = [c for c in layer.get("Constants") or [] if isinstance(c, dict)]
+    if not constants:
+        return "unknown"
+
+    def size(c: dict[str, Any]) -> int:
+        n = 1
+        for d in c.get("Dimensions") or []:
+            n *= max(int(d), 1)
+        return n
+
+    return tensor_type(max(constants, key=size))
 
 
 def _layer_precision(layer: dict[str, Any]) -> str:
     """The precision a layer computes in.
 
-    From the I/O formats when the inspector gives them: INT8 when its inputs or weights are
+    From the I/O types when the inspector gives them: INT8 when its inputs or weights are
     INT8 (a quantized conv may write FP16/FP32), else the type of its first output. A
     dynamic-shape engine inspected without an execution context reports every format as
     "N/A due to dynamic shapes" (TensorRT 8.6, seen on the H100); then the weights' type
     decides, and failing that the tactic's kernel name.
     """
-    weights = layer.get("Weights")
-    wtype = precision_of(str(weights.get("Type", ""))) if isinstance(weights, dict) else "unknown"
+    wtype = _weights_type(layer)
     tactic = str(layer.get("TacticName", ""))
-    inputs = [str(i.get("Format/Datatype", "")) for i in layer.get("Inputs") or [] if isinstance(i, dict)]
-    outputs = [str(o.get("Format/Datatype", "")) for o in layer.get("Outputs") or [] if isinstance(o, dict)]
-    in_types = [precision_of(f) for f in inputs]
+    in_types = _tensor_types(layer, "Inputs")
+    out_types = _tensor_types(layer, "Outputs")
     if wtype == "INT8" or (in_types and all(t == "INT8" for t in in_types)):
         return "INT8"
-    if outputs and _known(outputs[0]):
-        return precision_of(outputs[0])
+    if out_types and out_types[0] != "unknown":
+        return out_types[0]
     if wtype == "FP32" and "tf32" in tactic:
         return "TF32"
     if wtype != "unknown":
@@ -79,6 +106,22 @@ def parse_layers(info: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def io_tensors(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """The engine's I/O tensors: 11.x lists them under "I/O Tensors" ({"Name", "IOMode",
+    "DataType", ...}); 8.6 and 10.x only name them under "Bindings" (mode and type unknown)."""
+    if isinstance(info.get("I/O Tensors"), list):
+        return [
+            {
+                "name": str(t.get("Name", "")),
+                "mode": str(t.get("IOMode", "unknown")).lower(),
+                "dtype": tensor_type(t),
+            }
+            for t in info["I/O Tensors"]
+            if isinstance(t, dict)
+        ]
+    return [{"name": str(n), "mode": "unknown", "dtype": "unknown"} for n in info.get("Bindings") or []]
 
 
 def engine_information(trt: Any, logger: Any, engine_bytes: bytes) -> dict[str, Any]:

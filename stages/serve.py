@@ -1,0 +1,133 @@
+"""serve: the served benchmark, one precision: what a Triton Inference Server costs.
+
+For each backend in ``serve.backends`` it starts a real Triton server (PyTriton, in the
+serving interpreter $SERVE_PYTHON) on 127.0.0.1 with dynamic batching, serving the model
+through the project's own runner, and loads it from a second process at each of
+``serve.concurrencies``: throughput and client-side p50/p90/p99 latency per level, and the
+server's executed batch sizes. The model is described by the same spec as the Triton model
+repository (stages.package). Without a serving interpreter, with ``serve.enabled`` false,
+or where a backend cannot run here, the record says "skipped" and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from .lib.cli import run_main
+from .lib.errors import BackendUnavailable, PipelineError
+from .lib.io import read_json, write_json, write_records
+from .lib.params import Params, load_params
+from .lib.serving.process import Server, ServingPython, run_load, serving_python, workdir
+from .lib.serving.spec import ModelSpec, engine_spec, onnx_spec, served_name
+from .lib.trt.engine import BUILD_FILE
+
+log = logging.getLogger(__name__)
+
+LOAD_SLACK_S = 120.0  # the load generator's start, warm-up and server statistics, beyond the levels' budget
+
+
+def model_spec(backend: str, args: argparse.Namespace, p: Params) -> ModelSpec:
+    """The served model, as the model repository describes it."""
+    name = served_name(p.model.name, args.precision, backend)
+    if backend == "tensorrt":
+        build_file = args.engine_dir / BUILD_FILE
+        return engine_spec(name, read_json(build_file), str(build_file), p.serve.max_queue_delay_us)
+    profiles = [{"min": q.min, "opt": q.opt, "max": q.max} for q in p.build.profiles]
+    return onnx_spec(name, args.onnx, profiles, p.device, args.precision, p.serve.max_queue_delay_us)
+
+
+def serve_backend(sp: ServingPython, backend: str, args: argparse.Namespace, p: Params) -> dict[str, Any]:
+    """Serve one backend and load it; its record (status, levels, versions)."""
+    try:
+        spec = model_spec(backend, args, p)
+    except BackendUnavailable as exc:
+        return {"status": "skipped", "reason": str(exc)}
+    s = p.serve
+    token = secrets.token_urlsafe(24)
+    with workdir() as tmp:
+        spec_file = tmp / "spec.json"
+        write_json(spec_file, spec.to_json())
+        server_args = ["--spec", str(spec_file), "--params", str(args.params), "--backend", backend]
+        server_args += ["--precision", args.precision, "--onnx", str(args.onnx), "--engine-dir", str(args.engine_dir)]
+        with Server(sp, server_args, tmp, token, s.startup_timeout_s) as server:
+            if server.status["status"] != "ready":
+                return {"status": server.status["status"], "reason": server.status.get("reason")}
+            load_args = ["--spec", str(spec_file), "--url", server.grpc_url, "--batch-size", str(s.batch_size)]
+            load_args += ["--concurrencies", ",".join(map(str, s.concurrencies)), "--requests", str(s.requests)]
+            load_args += ["--max-seconds", str(s.max_seconds)]
+            budget = len(s.concurrencies) * s.max_seconds + LOAD_SLACK_S
+            result = run_load(sp, load_args, tmp / "load.json", token, budget)
+    return {
+        "status": "ok",
+        "model": spec.name,
+        "levels": result["levels"],
+        "runtime": server.status.get("runtime"),
+        "server": {**result["server"], "pytriton": sp.versions["pytriton"], "python": sp.versions["version"]},
+        "client": result["client"],
+    }
+
+
+def headline(levels: list[dict[str, Any]]) -> dict[str, Any]:
+    """Flat numbers for `dvc metrics`: best throughput, and latency at the lowest concurrency."""
+    best = max(levels, key=lambda r: r["throughput_ips"])
+    low = min(levels, key=lambda r: r["concurrency"])
+    return {
+        "served_throughput_ips_max": best["throughput_ips"],
+        "served_throughput_concurrency": best["concurrency"],
+        f"served_c{low['concurrency']}_latency_ms_p50": low["latency_ms_p50"],
+        f"served_c{low['concurrency']}_latency_ms_p99": low["latency_ms_p99"],
+    }
+
+
+def run(args: argparse.Namespace) -> None:
+    p = load_params(args.params)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        if not p.serve.enabled:
+            raise BackendUnavailable("serve.enabled is false")
+        sp = serving_python()
+    except BackendUnavailable as exc:
+        log.warning("served benchmark skipped: %s", exc)
+        results = {b: {"status": "skipped", "reason": str(exc)} for b in p.serve.backends}
+    else:
+        for backend in p.serve.backends:
+            try:
+                results[backend] = serve_backend(sp, backend, args, p)
+            except PipelineError as exc:
+                log.error("%s: %s", backend, exc)
+                results[backend] = {"status": "failed", "reason": str(exc)}
+            if results[backend]["status"] != "ok":
+                log.warning("%s %s: %s", backend, results[backend]["status"], results[backend].get("reason"))
+    write_outputs(args, p, results)
+
+
+def write_outputs(args: argparse.Namespace, p: Params, results: dict[str, dict[str, Any]]) -> None:
+    summary: dict[str, Any] = {"precision": args.precision, "profile": p.profile}
+    records: list[dict[str, Any]] = []
+    for backend, rec in results.items():
+        levels = rec.pop("levels", [])
+        records += [{"backend": backend, "precision": args.precision, "model": rec["model"], **r} for r in levels]
+        summary[backend] = {**rec, **headline(levels)} if levels else rec
+    write_records(args.records, records)
+    write_json(args.out, summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--precision", required=True, choices=("fp32", "fp16", "int8"))
+    ap.add_argument("--onnx", type=Path, required=True)
+    ap.add_argument("--engine-dir", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="summary JSON (metrics)")
+    ap.add_argument("--records", type=Path, required=True, help="one CSV row per backend and concurrency (plots)")
+    args = ap.parse_args(argv)
+    return run_main(f"serve {args.precision}", lambda: run(args), gpu=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

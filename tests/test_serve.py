@@ -1,0 +1,246 @@
+"""The served benchmark: a real Triton server (PyTriton in $SERVE_PYTHON) serving ONNX Runtime
+on the CPU, loaded from a second process; its answers equal the runner's own; every server a
+test starts is stopped, even when the test fails; without a serving interpreter the stage
+records "skipped" and why. The tests that start a server skip (with the reason) where
+$SERVE_PYTHON is not usable; `make test` and CI build one (.venv-serve)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from stages.lib import data
+from stages.lib.errors import BackendUnavailable, ServingError
+from stages.lib.io import write_json
+from stages.lib.params import load_params
+from stages.lib.runners.ort_runner import OrtRunner
+from stages.lib.serving.process import Server, ServingPython, serving_python
+from stages.lib.serving.spec import ModelSpec, onnx_spec
+from tests.conftest import run_stage
+
+MODEL = "resnet18_cifar"
+ONNX = f"artifacts/{MODEL}/onnx/fp32.onnx"
+
+
+@pytest.fixture(scope="module")
+def sp() -> ServingPython:
+    try:
+        return serving_python()
+    except BackendUnavailable as exc:
+        pytest.skip(f"no usable serving interpreter: {exc}")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _engine_dir(tmp: Path) -> Path:
+    """What the build stage leaves where there is no TensorRT."""
+    folder = tmp / "engines" / "fp32"
+    folder.mkdir(parents=True)
+    write_json(folder / "build.json", {"status": "skipped", "precision": "fp32", "reason": "TensorRT not importable"})
+    return folder
+
+
+def _stage_args(root: Path, tmp: Path, params: Path) -> list[str]:
+    args = ["--params", str(params), "--precision", "fp32", "--onnx", ONNX, "--engine-dir", str(_engine_dir(tmp))]
+    return args + ["--out", str(tmp / "serve.json"), "--records", str(tmp / "serve.csv")]
+
+
+def _params(root: Path, tmp: Path, **serve: Any) -> Path:
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["serve"].update(serve)
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _spec_file(root: Path, tmp: Path) -> tuple[ModelSpec, Path]:
+    profiles = [{"min": 1, "opt": 1, "max": 1}, {"min": 2, "opt": 8, "max": 64}]
+    spec = onnx_spec(f"{MODEL}_fp32_onnx", root / ONNX, profiles, "cpu", "fp32", 500)
+    write_json(tmp / "spec.json", spec.to_json())
+    return spec, tmp / "spec.json"
+
+
+def _server(sp: ServingPython, root: Path, tmp: Path, timeout_s: float = 300.0) -> Server:
+    _, spec_file = _spec_file(root, tmp)
+    args = ["--spec", str(spec_file), "--params", str(root / "params.yaml"), "--backend", "onnxruntime"]
+    args += ["--precision", "fp32", "--onnx", str(root / ONNX), "--engine-dir", str(tmp / "none")]
+    return Server(sp, args, tmp, "test-token", timeout_s)
+
+
+# -- without a serving interpreter ---------------------------------------------------------
+
+
+def test_without_a_serving_interpreter_the_stage_records_skipped(prepared_tiny: Path, tmp_path: Path) -> None:
+    args = _stage_args(prepared_tiny, tmp_path, prepared_tiny / "params.yaml")
+    proc = run_stage("serve", args, prepared_tiny, env={"SERVE_PYTHON": ""})
+    assert "Traceback" not in proc.stderr
+    summary = json.loads((tmp_path / "serve.json").read_text())
+    for backend in ("tensorrt", "onnxruntime"):
+        assert summary[backend]["status"] == "skipped"
+        assert "SERVE_PYTHON" in summary[backend]["reason"] and "make serve-venv" in summary[backend]["reason"]
+    assert (tmp_path / "serve.csv").read_text() == "backend\n"
+
+
+def test_serve_disabled_starts_nothing(prepared_tiny: Path, tmp_path: Path) -> None:
+    params = _params(prepared_tiny, tmp_path, enabled=False)
+    run_stage(
+        "serve", _stage_args(prepared_tiny, tmp_path, params), prepared_tiny, env={"SERVE_PYTHON": sys.executable}
+    )
+    summary = json.loads((tmp_path / "serve.json").read_text())
+    assert {summary[b]["reason"] for b in ("tensorrt", "onnxruntime")} == {"serve.enabled is false"}
+
+
+def test_an_interpreter_without_pytriton_is_rejected_with_what_it_lacks() -> None:
+    """This interpreter (the project's: numpy 2, no PyTriton) cannot serve, and says why."""
+    with pytest.raises(BackendUnavailable) as info:
+        serving_python({"SERVE_PYTHON": sys.executable})
+    message = str(info.value)
+    assert "pytriton is not importable" in message
+    if int(np.__version__.split(".")[0]) >= 2:
+        assert "PyTriton needs numpy<2" in message
+
+
+# -- a real server -------------------------------------------------------------------------
+
+
+def test_served_benchmark_on_the_cpu(sp: ServingPython, prepared_tiny: Path, tmp_path: Path) -> None:
+    params = _params(prepared_tiny, tmp_path, concurrencies=[1, 3], batch_size=2, requests=12, max_seconds=3.0)
+    run_stage("serve", _stage_args(prepared_tiny, tmp_path, params), prepared_tiny, env={"SERVE_PYTHON": sp.python})
+    summary = json.loads((tmp_path / "serve.json").read_text())
+    assert summary["tensorrt"]["status"] == "skipped" and "not built" in summary["tensorrt"]["reason"]
+    ort = summary["onnxruntime"]
+    assert ort["status"] == "ok", ort
+    assert ort["model"] == f"{MODEL}_fp32_onnx"
+    assert ort["server"]["triton"].startswith("2.") and ort["server"]["pytriton"] == sp.versions["pytriton"]
+    assert ort["runtime"]["providers"] == ["CPUExecutionProvider"]
+    assert not _port_open(int(ort["server"]["url"].rsplit(":", 1)[1])), "the server still listens"
+
+    with open(tmp_path / "serve.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["concurrency"]) for r in rows] == [1, 3]
+    for r in rows:
+        requests = int(r["requests"])
+        assert 1 <= requests <= 12 and int(r["images"]) == 2 * requests
+        assert float(r["throughput_ips"]) == pytest.approx(2 * requests / float(r["seconds"]), rel=0.01)
+        assert 0 < float(r["latency_ms_p50"]) <= float(r["latency_ms_p99"]) <= float(r["latency_ms_max"])
+        assert float(r["server_batch_mean"]) >= 2.0  # one request is 2 images; the batcher may merge more
+        assert r["timed"].startswith("client-side request latency") and "loopback" in r["timed"]
+    assert ort["served_throughput_ips_max"] == max(float(r["throughput_ips"]) for r in rows)
+
+
+@pytest.fixture(scope="module")
+def onnx_server(sp: ServingPython, prepared_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server for the module's tests; stopped at teardown, whatever the tests did."""
+    with _server(sp, prepared_tiny, tmp_path_factory.mktemp("server")) as server:
+        yield server
+
+
+def test_served_logits_equal_the_runners_own(onnx_server: Server, prepared_tiny: Path) -> None:
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    p = load_params(prepared_tiny / "params.yaml")
+    split = data.load_split(prepared_tiny / "data" / "prepared" / "test.npz")
+    x = data.preprocess(split.images[:6], p.data.mean, p.data.std, p.model.image_size)
+    client = grpcclient.InferenceServerClient(onnx_server.grpc_url)
+    try:
+        inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        served = client.infer(f"{MODEL}_fp32_onnx", [inp]).as_numpy("logits")
+        config = client.get_model_config(f"{MODEL}_fp32_onnx", as_json=True)["config"]
+    finally:
+        client.close()
+    with OrtRunner("fp32", p, prepared_tiny / ONNX) as runner:
+        expected = runner.infer(x)
+    assert served.shape == (6, 10)
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
+    assert int(config["max_batch_size"]) == 64 and config["dynamic_batching"]["preferred_batch_size"] == [8]
+
+
+def test_the_server_listens_on_loopback_only(onnx_server: Server) -> None:
+    assert _port_open(onnx_server.grpc_port) and _port_open(onnx_server.http_port)
+    addresses = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)} - {"127.0.0.1"}
+    for address in addresses:
+        with socket.socket() as s:
+            s.settimeout(1.0)
+            assert s.connect_ex((address, onnx_server.grpc_port)) != 0, f"gRPC answers on {address}"
+
+
+def test_a_server_is_stopped_when_the_test_fails_inside(sp: ServingPython, prepared_tiny: Path, tmp_path: Path) -> None:
+    server = _server(sp, prepared_tiny, tmp_path)
+    with pytest.raises(RuntimeError, match="boom"), server:
+        assert server.status["status"] == "ready" and _port_open(server.grpc_port)
+        raise RuntimeError("boom")
+    assert server.proc is not None and server.proc.returncode is not None
+    assert server.proc.returncode in (0, -signal.SIGKILL)
+    assert _group_gone(server.proc.pid) and not _port_open(server.grpc_port)
+
+
+def test_a_server_that_is_not_ready_in_time_is_stopped(sp: ServingPython, prepared_tiny: Path, tmp_path: Path) -> None:
+    server = _server(sp, prepared_tiny, tmp_path, timeout_s=0.5)
+    with pytest.raises(ServingError, match="not ready after"), server:
+        pytest.fail("the server cannot be ready within 0.5 s")
+    assert server.proc is not None and server.proc.returncode is not None
+    assert _group_gone(server.proc.pid)
+
+
+def _raw_pixel_model(dest: Path) -> Path:
+    """A tiny raw-pixel model: uint8 NHWC 32x32 in (as export.raw_input writes), logits out."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.arange(30, dtype=np.float32).reshape(3, 10) / 30.0, "w")
+    nodes = [
+        helper.make_node("Cast", ["images"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["f"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("GlobalAveragePool", ["nchw"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "raw",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["batch", 32, 32, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, dest)
+    return dest
+
+
+def test_a_raw_pixel_model_is_served_with_uint8_input(sp: ServingPython, prepared_tiny: Path, tmp_path: Path) -> None:
+    model = _raw_pixel_model(tmp_path / "raw.onnx")
+    spec = onnx_spec("raw", model, [{"min": 1, "opt": 4, "max": 16}], "cpu", "fp32", 500)
+    assert [(t.name, t.triton_dtype, t.dims) for t in spec.inputs] == [("images", "UINT8", (32, 32, 3))]
+    params = _params(prepared_tiny, tmp_path, concurrencies=[2], batch_size=3, requests=6, max_seconds=3.0)
+    args = _stage_args(prepared_tiny, tmp_path, params)
+    args[args.index("--onnx") + 1] = str(model)
+    run_stage("serve", args, prepared_tiny, env={"SERVE_PYTHON": sp.python})
+    summary = json.loads((tmp_path / "serve.json").read_text())
+    assert summary["onnxruntime"]["status"] == "ok", summary["onnxruntime"]
+    with open(tmp_path / "serve.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert int(row["requests"]) >= 1 and int(row["images"]) == 3 * int(row["requests"])

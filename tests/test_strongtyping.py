@@ -1,0 +1,152 @@
+"""INT8 under strong typing: which layers of an INT8 engine's profile would run in FP32, their
+share of layer time, and the report section (stages/lib/strongtyping.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stages.lib import strongtyping as st
+
+P1 = " [profile 1]"
+# Names, types, precisions and kernels as TensorRT 8.6 reported them for ResNet-50's INT8 engine
+# (calibrate.quantize_pools on) on the H100; a few of its layers, times rounded.
+TABLE = [
+    {"name": "input_QuantizeLinear", "type": "Reformat", "precision": "unknown", "tactic": "0x3e8"},
+    {"name": "/fc/Gemm", "type": "CaskGemmConvolution", "precision": "FP32", "tactic": "sm50_xmma_cublas_gemvx_f32f32"},
+    {"name": "input_QuantizeLinear" + P1, "type": "Reformat", "precision": "unknown", "tactic": "0x3ea"},
+    {
+        "name": "onnx::Conv_497 + onnx::Conv_497_QuantizeLinear + /conv1/Conv + /relu/Relu + /maxpool/MaxPool" + P1,
+        "type": "CaskConvActPool",
+        "precision": "unknown",
+        "tactic": "0xc5730a6ceacd8913",
+    },
+    {
+        "name": "onnx::Conv_506 + onnx::Conv_506_QuantizeLinear + /layer1/layer1.0/conv3/Conv + /layer1/layer1.0/Add"
+        + P1,
+        "type": "CaskConvolution",
+        "precision": "INT8",
+        "tactic": "sm80_xmma_fprop_implicit_gemm_interleaved_i8i8_i8i32_f32",
+    },
+    {
+        "name": "/avgpool/GlobalAveragePool" + P1,
+        "type": "CaskPooling",
+        "precision": "unknown",
+        "tactic": "sm72_xmma_pooling_IMMA_NCxHW32_generic_kAVERAGE",
+    },
+    {"name": "/avgpool/GlobalAveragePool_output_0_pool_out_DQ" + P1, "type": "Reformat", "precision": "unknown"},
+    {"name": "/fc/Gemm" + P1, "type": "CaskGemmConvolution", "precision": "FP16", "tactic": "sm80_xmma_gemm_f16f16"},
+    {"name": "Reformatting CopyNode for Input Tensor 0 to reshape_after_/fc/Gemm" + P1, "type": "Reformat"},
+    {"name": "reshape_after_/fc/Gemm" + P1, "type": "NoOp", "precision": "unknown", "tactic": "0x0"},
+]
+TIMES = [0.6426, 1.8925, 1.8408, 0.1268, 0.0089, 0.0092, 0.0044, 0.0]
+FP32_LAYERS = {
+    "/avgpool/GlobalAveragePool_output_0_pool_out_DQ" + P1: "dequantizes to float",
+    "/fc/Gemm" + P1: "CaskGemmConvolution op left unquantized",
+    "Reformatting CopyNode for Input Tensor 0 to reshape_after_/fc/Gemm" + P1: "moves float data",
+    "reshape_after_/fc/Gemm" + P1: "moves float data",
+}
+
+
+def _profile(rows: list[dict[str, Any]], total: float | None = None) -> dict[str, Any]:
+    layers = [{"layer": r["name"], "precision": r.get("precision", "?"), "ms_mean": t} for r, t in rows]
+    total = round(sum(t for _, t in rows), 4) if total is None else total
+    return {"tensorrt": {"batch_size": 2048, "layers": sorted(layers, key=lambda r: -r["ms_mean"]), "total_ms": total}}
+
+
+PROFILE = _profile(list(zip(TABLE[2:], TIMES, strict=True)))
+
+
+def test_only_what_the_qdq_model_leaves_in_float_would_run_in_fp32() -> None:
+    result = st.fp32_share(TABLE, PROFILE)
+    assert {r["layer"]: r["why"] for r in result.rows} == FP32_LAYERS
+    assert [r["layer"] for r in result.rows][:2] == [
+        "/fc/Gemm" + P1,
+        "/avgpool/GlobalAveragePool_output_0_pool_out_DQ" + P1,
+    ]
+    assert result.fp32_ms == pytest.approx(0.0225)
+    assert result.total_ms == pytest.approx(4.5252)
+    assert result.share == pytest.approx(0.0225 / 4.5252)
+    assert result.complete and result.unlisted == [] and result.batch_size == 2048
+
+
+@pytest.mark.parametrize(
+    "name,layer_type,precision,tactic,first,why",
+    [
+        ("input_QuantizeLinear [profile 1]", "Reformat", "unknown", "", True, None),  # FP32 -> INT8 either way
+        ("/layer3/Add_output_0_QuantizeLinear", "Reformat", "unknown", "", False, "quantizes a float tensor"),
+        ("onnx::Conv_5 + onnx::Conv_5_QuantizeLinear + /conv1/Conv", "CaskConvolution", "unknown", "", False, None),
+        ("/avgpool/GlobalAveragePool", "CaskPooling", "unknown", "sm72_xmma_pooling_IMMA_NCxHW32", False, None),
+        ("/avgpool/GlobalAveragePool", "CaskPooling", "FP16", "sm50_xmma_pooling_NCxHW2_kAVERAGE", False, "x"),
+        ("/layer4/relu_1/Relu_output_0_DequantizeLinear_clone_1", "Reformat", "unknown", "", False, "x"),
+        ("/conv/Conv", "CaskConvolution", "INT8", "", False, None),
+        ("/fc/Gemm", "CaskGemmConvolution", "FP32", "sm50_xmma_cublas_gemvx_f32f32", False, "x"),
+    ],
+)
+def test_fp32_reason_by_name_type_and_kernel(
+    name: str, layer_type: str, precision: str, tactic: str, first: bool, why: str | None
+) -> None:
+    got = st.fp32_reason(name, layer_type, precision, tactic, first)
+    assert (got is None) == (why is None) and (why in (None, "x") or got == why)
+
+
+def test_a_truncated_profile_gives_bounds_and_names_what_it_left_out() -> None:
+    """A profile of the ten slowest layers only: the FP32 layers outside it are each at most as
+    slow as the fastest listed layer, and the unitemized time caps them all."""
+    listed = list(zip(TABLE[2:5], TIMES[:3], strict=True))
+    result = st.fp32_share(TABLE, _profile(listed, total=4.5252))
+    assert result.rows == [] and not result.complete
+    assert result.unprofiled_ms == pytest.approx(4.5252 - 4.3759)
+    assert result.unlisted == [r["name"] for r in TABLE[6:]]  # the IMMA pool is INT8: not listed
+    assert result.share == 0.0
+    assert result.share_max == pytest.approx(min(4.5252 - 4.3759, 4 * 0.6426) / 4.5252)
+    assert "input_QuantizeLinear" not in " ".join(result.unlisted) and "/fc/Gemm" not in result.unlisted
+    alone = st.fp32_share(None, _profile(listed, total=4.5252))  # no table: all unitemized time may be FP32
+    assert alone.unlisted is None and alone.share_max == pytest.approx((4.5252 - 4.3759) / 4.5252)
+    text = "\n".join(st.render(alone))
+    assert "nothing says which of the rest would run in FP32" in text and "needs a profile of every layer" in text
+
+
+def test_report_section_lists_the_layers_and_says_what_the_share_means() -> None:
+    lines = st.render(st.fp32_share(TABLE, PROFILE))
+    text = "\n".join(lines)
+    assert lines[0] == "## INT8 under strong typing"
+    assert "| `/fc/Gemm [profile 1]` | FP16 | 0.0092 | CaskGemmConvolution op left unquantized |" in lines
+    assert "**0.50% of layer time** (0.0225 of 4.5252 ms)" in text
+    assert "below 2%: an FP16 base for the unquantized parts is not worth offering" in text
+    high = "\n".join(st.render(st.fp32_share(TABLE, PROFILE), threshold=0.001))
+    assert "above 0%: an FP16 base for the unquantized parts (`calibrate.high_precision: fp16`) is worth" in high
+    listed = list(zip(TABLE[2:5], TIMES[:3], strict=True))
+    partial = "\n".join(st.render(st.fp32_share(TABLE, _profile(listed, total=4.5252))))
+    assert "**0.00% to 3.30% of layer time**: the profile itemizes 4.3759 of 4.5252 ms and it leaves out" in partial
+    assert "needs a profile of every layer" in partial and "`/fc/Gemm [profile 1]`" in partial
+
+
+def test_report_lines_from_the_stage_files_and_nothing_when_not_measured(tmp_path: Path) -> None:
+    table, profile = tmp_path / "layers.json", tmp_path / "int8_layers.json"
+    assert st.report_lines(profile, table) == []
+    table.write_text(json.dumps(TABLE))
+    profile.write_text(json.dumps({}))  # TensorRT skipped: the benchmark wrote no layer profile
+    assert st.report_lines(profile, table) == []
+    profile.write_text(json.dumps(PROFILE))
+    assert st.report_lines(profile, table) == st.render(st.fp32_share(TABLE, PROFILE))
+    assert st.section(PROFILE, TABLE) == st.render(st.fp32_share(TABLE, PROFILE))
+    assert st.section(None) == [] and st.section({"tensorrt": {"layers": []}}) == []
+
+
+def test_without_the_layer_table_the_profile_rows_own_type_and_kernel_decide() -> None:
+    """A profile whose rows carry the table's type and tactic classifies alone; the network
+    input's Q is told from a Q inside the network by its tensor name."""
+    by_name = {r["name"]: r for r in TABLE}
+    enriched = json.loads(json.dumps(PROFILE))
+    for row in enriched["tensorrt"]["layers"]:
+        row.update({k: by_name[row["layer"]].get(k, "") for k in ("type", "tactic")})
+    assert st.fp32_share(None, enriched).rows == st.fp32_share(TABLE, PROFILE).rows
+    inner_q = {"layer": "/layer1/Add_output_0_QuantizeLinear [profile 1]", "precision": "unknown", "ms_mean": 0.01}
+    enriched["tensorrt"]["layers"].append(inner_q)
+    assert inner_q["layer"] in {r["layer"] for r in st.fp32_share(None, enriched).rows}
+    bare = st.fp32_share(None, PROFILE)  # no type or kernel anywhere: the INT8 pool is not recognised
+    assert "/avgpool/GlobalAveragePool [profile 1]" in {r["layer"] for r in bare.rows}
