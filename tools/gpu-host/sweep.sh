@@ -3,18 +3,20 @@
 # baseline, on DVC's queue (python -m stages.sweep); then a comparison of the two wall times
 # and of every benchmark figure, each with the GPU it ran on.
 #
-# On the GPU host, after `session.sh install` (the bundle made with --with-dvc), from the
-# project root, with DEADLINE set for the call (see README.md):
-#   bash tools/gpu-host/sweep.sh all
+# On the GPU host, after `session.sh install` (the bundle with dvc), from the project root, as a
+# background job that outlives the command (README.md):
+#   bash tools/gpu-host/session.sh bg sweep "sweep all"
 # `all` runs base, run N, run 1 and compare, each only when its result is missing and the
-# time left allows it; call it again until it prints SWEEP CHECK COMPLETE. Every call leaves
-# $OUT/sweep-check.tgz (reports, manifests, queue logs, nvidia-smi).
+# time left (DEADLINE) allows it, so it resumes where it stopped; it prints SWEEP CHECK
+# COMPLETE at the end, and every call leaves $OUT/sweep-check.tgz (reports, manifests, queue
+# logs, nvidia-smi).
 #
 # Environment (defaults in brackets):
 #   SWEEP_GPUS   N [the GPUs nvidia-smi -L lists]
-#   SWEEP_GRID   the points: Hydra overrides with comma lists [2 x 2 INT8 calibration settings]
+#   SWEEP_GRID   the points: Hydra overrides with comma lists [2 x 2 INT8 calibration settings,
+#                2 x 2 x 2 with more than four GPUs]
 #   SWEEP_BASE   overrides shared by the baseline and every point [see BASE below]
-#   SWEEP_POINT_S  seconds one point takes alone on a GPU, to plan a call [110]
+#   SWEEP_POINT_S  seconds one point takes alone on a GPU, to plan a bounded call [110]
 #   SWEEP_WS     where the repositories live [/tmp/sweep]
 #   SWEEP_REPORT where the comparison is written [/tmp/sweep-check]
 # Without a GPU (DVC and HOST_PYTHON set, a tiny SWEEP_BASE) the same steps run on the CPU:
