@@ -748,13 +748,14 @@ def test_load_split_npy_payload_raises_dataset_error(tmp_path: Path) -> None:
 def test_training_with_cutmix_on_every_batch_mixes_each_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
+    import stages.lib.training
     import stages.train
     from stages.lib.params import params_from_dict
     from stages.lib.torchdata import cutmix
     from tests.conftest import TINY, compose
 
     calls = []
-    monkeypatch.setattr(stages.train, "cutmix", lambda *a: calls.append(1) or cutmix(*a))
+    monkeypatch.setattr(stages.lib.training, "cutmix", lambda *a: calls.append(1) or cutmix(*a))
     p = params_from_dict(compose([*TINY, "train.epochs=2", "train.cutmix=1.0", "train.batch_size=32"]))
     ds = data.synthetic(64, 32, p.model.num_classes, seed=0)
     done = stages.train.train(p, ds.train, ds.test, torch.device("cpu"))

@@ -263,8 +263,15 @@ def test_conf_sets_targets_per_model_and_gpu_and_the_cpu_profile_turns_them_off(
         int8_min_ips=500_000, batch1_max_ms={"int8": 0.15}, int8_max_top1_drop=0.3, pipelined_within=0.15
     )
     r50 = params_from_dict(compose(["experiment=resnet50_224"])).targets
-    assert r50 == _with(
+    assert r50.gpus[H100] == _with(
         int8_min_ips=80_000, int8_vs_compile_fp16=2.5, batch1_max_ms={"int8": 0.3, "fp16": 0.4}, pipelined_within=0.15
+    ).gpus[H100]
+    assert r50.gpus["NVIDIA H200"] == dataclasses.replace(
+        NONE_SET,
+        int8_min_ips=78_000,
+        int8_vs_compile_fp16=2.5,
+        batch1_max_ms={"int8": 0.27, "fp16": 0.33},
+        pipelined_within=0.10,
     )
     for overrides in (["profile=cpu"], ["experiment=resnet50_224", "profile=cpu"], TINY):
         t = params_from_dict(compose(overrides)).targets
