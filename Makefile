@@ -16,7 +16,7 @@ SERVE_STAMP := $(SERVE_VENV)/.installed
 endif
 HAS_GPU = $(shell $(BIN)/python -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 
-.PHONY: help setup serve-venv repro test test-gpu lint params clean-venv
+.PHONY: help setup serve-venv repro test test-gpu lint params clean-venv sweep
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -52,6 +52,9 @@ test: setup $(SERVE_STAMP)  ## run the test suite (GPU/TensorRT tests skip thems
 
 test-gpu: setup  ## only the GPU and TensorRT tests (on a GPU host; set TRT_PYTHON if TensorRT lives elsewhere)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "gpu or tensorrt"
+
+sweep: setup  ## queue GRID (e.g. GRID="calibrate.method=minmax,entropy precision=int8,fp16") on DVC's queue, JOBS at a time (default: one per GPU), then report to reports/sweep/
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m stages.sweep run $(GRID) $(if $(JOBS),--jobs $(JOBS))
 
 lint: setup  ## ruff and mypy
 	$(BIN)/ruff check stages tests

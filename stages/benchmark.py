@@ -4,8 +4,9 @@ For each batch size: ``compute`` (device-resident input/output, CUDA events), ``
 with a CUDA graph, and ``end_to_end`` (pinned host input -> device -> host logits, host
 clock); at the largest batch a ``pipelined`` end-to-end run that overlaps copies and
 compute, and (TensorRT, ``bench.contexts`` > 1) a ``concurrent`` compute run of several
-engine copies on their own streams. Every record says what was timed. Each backend runs in its own process, so its
-device-memory reading is its own. Torch-free.
+engine copies on their own streams. Every record says what was timed and names the GPU it ran
+on (the stage holds that GPU alone: stages.lib.gpus), or "cpu". Each backend runs in its own
+process, so its device-memory reading is its own. Torch-free.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, PipelineError, UnsupportedCombination
 from .lib.fanout import add_arguments, passthrough, per_backend, status_of
+from .lib.gpus import current_gpu
 from .lib.io import write_json, write_records
 from .lib.params import Params, load_params
 from .lib.runners.base import Artifacts, Runner
@@ -40,6 +42,14 @@ def _cuda_mem() -> float | None:
         return cuda.mem_used_mb()
     except (PipelineError, ImportError):
         return None
+
+
+def device_record(device: str) -> dict[str, Any]:
+    """Where a backend ran: the GPU's name, nvidia-smi index and UUID, or "cpu"."""
+    if device != "cuda":
+        return {"name": "cpu", "index": None, "uuid": None}
+    gpu = current_gpu()
+    return gpu.record() if gpu else {"name": "unknown CUDA device", "index": None, "uuid": None}
 
 
 def batch_sizes(backend: str, p: Params) -> list[int]:
@@ -150,11 +160,12 @@ def child(args: argparse.Namespace) -> None:
     except (UnsupportedCombination, BackendUnavailable) as exc:
         write_json(args.part, status_of(exc))
         return
+    gpu = device_record(runner.device)  # the GPU this stage holds (stages.lib.gpus), or "cpu"
     try:
         base = _cuda_mem() if runner.device == "cuda" else None
         with runner:
             rows = bench_runner(runner, args.backend, p)
-            record: dict[str, Any] = {"status": "ok", "rows": rows, "runtime": runner.describe()}
+            record: dict[str, Any] = {"status": "ok", "rows": rows, "runtime": runner.describe(), "gpu": gpu}
             after = _cuda_mem() if base is not None else None
             if base is not None and after is not None:
                 record["device_mem_mb"] = round(after - base, 1)
@@ -167,7 +178,7 @@ def child(args: argparse.Namespace) -> None:
                     "total_ms": round(sum(r["ms_mean"] for r in layers), 4),
                 }
     except PipelineError as exc:
-        record = {"status": "failed", "reason": str(exc)}
+        record = {"status": "failed", "reason": str(exc), "gpu": gpu}
     write_json(args.part, record)
 
 
@@ -198,8 +209,10 @@ def parent(args: argparse.Namespace) -> None:
     layers: dict[str, Any] = {}
     for backend, rec in results.items():
         rows = rec.pop("rows", [])
-        for r in rows:
-            records.append({"backend": backend, "precision": args.precision, **r})
+        gpu = rec.get("gpu") or {}
+        for r in rows:  # every row names the GPU it ran on ("cpu" for a CPU backend)
+            where = {"gpu": gpu.get("name"), "gpu_index": gpu.get("index"), "gpu_uuid": gpu.get("uuid")}
+            records.append({"backend": backend, "precision": args.precision, **r, **where})
         if "layer_profile" in rec:
             layers[backend] = rec.pop("layer_profile")
         summary[backend] = {**rec, **headline(rows)} if rows else rec
@@ -216,10 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=Path)
     args = ap.parse_args(argv)
     if args.backend:
-        return run_main(f"benchmark {args.backend} {args.precision}", lambda: child(args))
+        return run_main(f"benchmark {args.backend} {args.precision}", lambda: child(args), gpu=True)
     if args.out is None or args.records is None or args.layers is None:
         ap.error("--out, --records and --layers are required")
-    return run_main(f"benchmark {args.precision}", lambda: parent(args))
+    return run_main(f"benchmark {args.precision}", lambda: parent(args), gpu=True)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib", type=Path, default=Path("data/prepared/calib.npz"))
     args = ap.parse_args(argv)
     args.argv = argv
-    return run_main(f"build {args.precision}", lambda: run(args))
+    return run_main(f"build {args.precision}", lambda: run(args), gpu=True)
 
 
 if __name__ == "__main__":

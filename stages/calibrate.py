@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ranges", type=Path, required=True)
     ap.add_argument("--report", type=Path, required=True)
     args = ap.parse_args(argv)
-    return run_main("calibrate", lambda: run(args))
+    return run_main("calibrate", lambda: run(args), gpu=True)
 
 
 if __name__ == "__main__":

@@ -117,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detail", type=Path)
     args = ap.parse_args(argv)
     if args.backend:
-        return run_main(f"evaluate {args.backend} {args.precision}", lambda: child(args))
+        return run_main(f"evaluate {args.backend} {args.precision}", lambda: child(args), gpu=True)
     if args.out is None or args.detail is None:
         ap.error("--out and --detail are required")
-    return run_main(f"evaluate {args.precision}", lambda: parent(args))
+    return run_main(f"evaluate {args.precision}", lambda: parent(args), gpu=True)
 
 
 if __name__ == "__main__":

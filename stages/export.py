@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", type=Path, required=True)
     ap.add_argument("--report", type=Path, required=True)
     args = ap.parse_args(argv)
-    return run_main("export", lambda: run(args))
+    return run_main("export", lambda: run(args), gpu=True)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    return run_main("probe", lambda: run(args))
+    return run_main("probe", lambda: run(args), gpu=True)
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="summary JSON (metrics)")
     ap.add_argument("--records", type=Path, required=True, help="one CSV row per backend and concurrency (plots)")
     args = ap.parse_args(argv)
-    return run_main(f"serve {args.precision}", lambda: run(args))
+    return run_main(f"serve {args.precision}", lambda: run(args), gpu=True)
 
 
 if __name__ == "__main__":

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         help="where to save the training state while it runs; an interrupted run goes on from it",
     )
     args = ap.parse_args(argv)
-    return run_main("train", lambda: run(args))
+    return run_main("train", lambda: run(args), gpu=True)
 
 
 if __name__ == "__main__":

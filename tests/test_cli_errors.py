@@ -660,7 +660,11 @@ def test_benchmark_when_every_backend_fails_into_an_existing_folder(project: Pat
     assert summary == {
         "precision": "fp32",
         "profile": "cpu",
-        "onnxruntime": {"status": "failed", "reason": summary["onnxruntime"]["reason"]},
+        "onnxruntime": {
+            "status": "failed",
+            "reason": summary["onnxruntime"]["reason"],
+            "gpu": {"name": "cpu", "index": None, "uuid": None},  # where it was tried
+        },
     }
     assert (project / R / "bench" / "fp32.csv").read_text() == "backend\n"
 

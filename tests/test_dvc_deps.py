@@ -21,6 +21,7 @@ from tests.test_dvc_yaml import STAGE_IDS, STAGES, _modules, _paths
 PLUMBING = {
     "stages/lib/cli.py",  # main() wrapper: an exception -> one line on stderr and an exit code
     "stages/lib/errors.py",  # exception classes and their messages
+    "stages/lib/gpus.py",  # which GPU a stage holds, never what runs on it
     "stages/lib/progress.py",  # progress bars on stderr
 }
 # ... and package __init__.py files that hold nothing but a docstring (checked below).

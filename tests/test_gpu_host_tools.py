@@ -4,6 +4,7 @@ on the host)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY
 
 SESSION = ROOT / "tools" / "gpu-host" / "session.sh"
 DVC = Path(sys.executable).parent / "dvc"
@@ -161,3 +162,56 @@ def test_collect_brings_back_reports_engine_json_and_the_range_cache(tmp_path: P
     assert "r50/artifacts/resnet50/engines/int8/model.engine" not in names  # no engines come back
     assert "out/repro-r50.log" in names
     assert "bg/main.log" in names
+
+
+@pytest.mark.slow
+def test_the_sweep_check_runs_on_the_cpu_and_resumes(tmp_path: Path) -> None:
+    """tools/gpu-host/sweep.sh all with the tiny CPU setup: the baseline, the grid two at a
+    time and one at a time, each in its own repository, and the comparison; called again, it
+    finds every step done."""
+    import tarfile
+    import time
+
+    base = dict(o.split("=", 1) for o in TINY)
+    base.update({"train.subset": "128", "precision": "int8", "backends": "[onnxruntime]"})
+    base.update({"calibrate.min_agreement": "0.0", "quality.max_top1_drop": "100.0"})
+    env = dict(
+        os.environ,
+        OUT=str(tmp_path / "out"),
+        DVC=str(DVC),
+        HOST_PYTHON=sys.executable,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        DEADLINE=str(int(time.time()) + 3600),
+        PIPELINE_LOCK_DIR=str(tmp_path / "locks"),
+        SWEEP_GPUS="2",
+        SWEEP_WS=str(tmp_path / "sweep"),
+        SWEEP_REPORT=str(tmp_path / "report"),
+        SWEEP_BASE=" ".join(f"{k}={v}" for k, v in base.items()),
+        SWEEP_GRID="calibrate.method=minmax,percentile",
+        SWEEP_POINT_S="60",
+    )
+    env.pop("PYTHONPATH", None)
+    script = ROOT / "tools" / "gpu-host" / "sweep.sh"
+    first = subprocess.run(
+        ["bash", str(script), "all"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=2000
+    )
+    assert first.returncode == 0 and "SWEEP CHECK COMPLETE" in first.stdout, first.stdout + first.stderr[-3000:]
+
+    report = tmp_path / "report"
+    runs = {k: json.loads((report / f"run-{k}gpu" / "sweep.json").read_text()) for k in (1, 2)}
+    assert runs[1]["jobs"] == 1 and runs[1]["max_running"] == 1
+    assert runs[2]["jobs"] == 2 and runs[2]["max_running"] == 2
+    assert all(set(r["states"].values()) == {"success"} for r in runs.values())
+    rows = (report / "compare.csv").read_text().splitlines()
+    assert rows[0].startswith("label,precision,backend,figure,a,gpu_a,b,gpu_b,diff_pct")
+    assert len(rows) == 1 + 2 * 2  # 2 points x (batch-1 latency, best throughput) of onnxruntime INT8
+    assert all(",cpu," in r for r in rows[1:])
+    md = (report / "compare.md").read_text()
+    assert f"| {runs[1]['wall_s']} |" in md and f"| {runs[2]['wall_s']} |" in md
+    with tarfile.open(tmp_path / "out" / "sweep-check.tgz") as tar:
+        names = set(tar.getnames())
+    assert {"report/compare.md", "report/run-2gpu/summary.md", "report/run-1gpu/figures.csv"} <= names
+
+    again = subprocess.run(["bash", str(script), "all"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr[-3000:]
+    assert "base: done" in again.stdout and "run 2: done" in again.stdout and "run 1: done" in again.stdout

@@ -64,7 +64,8 @@ def test_trt_side_modules_import_without_torch_or_onnx() -> None:
 @pytest.mark.parametrize(
     "mod",
     TRT_SIDE
-    + ["stages.lib.io", "stages.lib.params", "stages.lib.data", "stages.lib.runners.base", "stages.lib.interpreter"],
+    + ["stages.lib.io", "stages.lib.params", "stages.lib.data", "stages.lib.runners.base", "stages.lib.interpreter"]
+    + ["stages.lib.cli", "stages.lib.gpus"],
 )
 def test_trt_side_modules_parse_as_python_310(mod: str) -> None:
     source = _module_file(mod).read_text()

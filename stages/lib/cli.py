@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from .errors import ChildFailed, PipelineError
 
@@ -21,14 +22,20 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_main(stage: str, body: Callable[[], None]) -> int:
+def run_main(stage: str, body: Callable[[], None], gpu: bool = False) -> int:
     """Run a stage body: PipelineError -> one line on stderr and exit code 1.
 
+    ``gpu``: the stage may touch a GPU, so it holds one for the whole body (see
+    :mod:`stages.lib.gpus`; a no-op without a GPU, and in per-backend child processes).
     Unexpected exceptions keep their traceback: they are bugs, not user errors.
     """
     configure_logging()
+    from .gpus import hold_gpu
+
+    held: AbstractContextManager[object] = hold_gpu(stage) if gpu else nullcontext()
     try:
-        body()
+        with held:
+            body()
     except ChildFailed as exc:  # the child already printed its one-line error
         return exc.exit_code
     except PipelineError as exc:

@@ -70,6 +70,14 @@ class EngineMismatchError(EngineError):
     """An engine was built for other hardware or another TensorRT version."""
 
 
+class GpuLockError(PipelineError):
+    """The per-GPU lock files cannot be created or opened."""
+
+
+class SweepError(PipelineError):
+    """A DVC command of a sweep failed, or its experiments did not all succeed in time."""
+
+
 class QualityGateError(PipelineError):
     """A reduced-precision model lost more accuracy than the budget allows."""
 

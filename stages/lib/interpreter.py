@@ -15,6 +15,8 @@ This is the one place the child-process flow is described:
 - Every child gets ``PIPELINE_CHILD`` (``trt`` in the TensorRT interpreter, ``py`` otherwise),
   so a TensorRT child does not start yet another child. A failed child has printed its own
   one-line error; the parent raises :class:`~stages.lib.errors.ChildFailed` with its exit code.
+- A child runs on the GPU its stage holds (``CUDA_VISIBLE_DEVICES``, :mod:`stages.lib.gpus`)
+  and does not lock one again.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ import sys
 from pathlib import Path
 
 from .errors import BackendUnavailable, ChildFailed
+from .gpus import CHILD_ENV as _CHILD
 
 TRT_PYTHON = "TRT_PYTHON"
-_CHILD = "PIPELINE_CHILD"
 
 
 def trt_python() -> str | None:

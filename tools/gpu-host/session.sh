@@ -8,7 +8,8 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 usage="usage: session.sh part pNN | install | workspace NAME [OVERRIDE...] | repro NAME [DVC-ARG...] |
-  early NAME... | bg JOB STEP... | wait SECONDS | tests [PYTEST-ARG...] | ab NAME PREC LABEL OVERRIDE... | collect"
+  early NAME... | bg JOB STEP... | wait SECONDS | tests [PYTEST-ARG...] | ab NAME PREC LABEL OVERRIDE... |
+  sweep STEP... | collect"
 step=${1:?$usage}
 export PYTHONUNBUFFERED=1 PIPELINE_LOG_LEVEL=${PIPELINE_LOG_LEVEL:-INFO}
 WS=${WS:-/tmp/ws}    # workspaces
@@ -76,7 +77,8 @@ case "$step" in
     exit "$rc" ;;
   early)  # the untimed stages (up to calibrate) of several workspaces at once; training wall
     # times are then shared. Builds, benchmarks and the GPU tests time the GPU: run them alone.
-    need 120; shift; pids=()
+    # Stages hold the GPU one at a time by default (stages/lib/gpus.py): these share it.
+    need 120; shift; pids=(); export PIPELINE_GPU_LOCK=off
     for w in "$@"; do bash "$0" repro "$w" calibrate probe > "$OUT/early-$w.out" 2>&1 & pids+=($!); done
     rc=0; for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
     for w in "$@"; do tail -4 "$OUT/early-$w.out"; done; exit "$rc" ;;
@@ -134,6 +136,8 @@ case "$step" in
       && timeout "$(left)" "$TRT_PYTHON" -m stages.benchmark "${per_backend[@]}" --part "$OUT/ab-$label-bench-$prec.json" \
       && timeout "$(left)" "$TRT_PYTHON" -m stages.evaluate "${per_backend[@]}" --part "$OUT/ab-$label-eval-$prec.json" \
          --test data/prepared/test.npz --reference "artifacts/$m/reference_logits.npy") 2>&1 | grep -E "INFO|ERROR|error" ;;
+  sweep)  # the multi-GPU sweep check, tools/gpu-host/sweep.sh (a step for `bg`: "sweep all")
+    shift; bash "$(dirname "$0")/sweep.sh" "$@" ;;
   collect)  # everything worth keeping, in one file under $OUT
     rm -rf /tmp/collect && mkdir -p /tmp/collect
     for ws in "$WS"/*/; do [ -d "$ws" ] || continue; w=$(basename "$ws"); mkdir -p "/tmp/collect/$w"
