@@ -172,7 +172,11 @@ def test_make_repro_runs_the_tool_first_and_passes_no_tensorrt(tmp_path: Path) -
     (venv / ".installed").write_text("")  # newer than pyproject.toml: setup has nothing to do
     env = dict(os.environ, SERVE_PYTHON=str(venv / "bin" / "python"))  # no serving venv to build first
     proc = subprocess.run(
-        ["make", "-n", "repro", f"VENV={venv}", "NO_TENSORRT=1"], cwd=ROOT, capture_output=True, text=True, env=env
+        ["make", "--no-print-directory", "-n", "repro", f"VENV={venv}", "NO_TENSORRT=1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     first = proc.stdout.splitlines()[0]

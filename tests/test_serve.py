@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import socket
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.lib import data
+from stages.lib import data, inputs
 from stages.lib.errors import BackendUnavailable, ServingError
 from stages.lib.io import write_json
 from stages.lib.params import load_params
@@ -47,12 +46,30 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+def _group_gone(pgid: int, wait_s: float = 10.0) -> bool:
+    """No live process left in the process group. Zombies count as gone: they are dead, only
+    not yet reaped by whichever init inherited them (a container's PID 1 may never reap)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        live = [pid for pid, state, group in _processes() if group == pgid and state != "Z"]
+        if not live or time.monotonic() > deadline:
+            return not live
+        time.sleep(0.1)
+
+
+def _processes() -> list[tuple[int, str, int]]:
+    """(pid, state, process group) of every process, from /proc."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited while we looked
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+        out.append((int(stat.parent.name), fields[0], int(fields[2])))
+    return out
 
 
 def _engine_dir(tmp: Path) -> Path:
@@ -162,7 +179,7 @@ def test_served_logits_equal_the_runners_own(onnx_server: Server, prepared_tiny:
     grpcclient = pytest.importorskip("tritonclient.grpc")
     p = load_params(prepared_tiny / "params.yaml")
     split = data.load_split(prepared_tiny / "data" / "prepared" / "test.npz")
-    x = data.preprocess(split.images[:6], p.data.mean, p.data.std, p.model.image_size)
+    x = inputs.preprocess(split.images[:6], p.data.mean, p.data.std, p.model.image_size)
     client = grpcclient.InferenceServerClient(onnx_server.grpc_url)
     try:
         inp = grpcclient.InferInput("input", list(x.shape), "FP32")

@@ -5,13 +5,14 @@ comparison of two runs of one grid (e.g. on one GPU and on N).
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from .errors import InputFileError
 from .io import atomic_path, read_json, write_csv, write_text
@@ -225,9 +226,7 @@ def write_report(manifest: dict[str, Any], found: dict[str, dict[str, Any]], out
     write_text(out_dir / "summary.md", summary(manifest, rows, varying(pts)))
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8") as f:
-        return [r for r in csv.DictReader(f) if r.get("figure")]
+KEYS = ["label", "precision", "backend", "figure"]  # what matches a figure across two runs
 
 
 def _gpu_text(row: dict[str, str]) -> str:
@@ -235,8 +234,14 @@ def _gpu_text(row: dict[str, str]) -> str:
     return f"{row['gpu']} #{row['gpu_index']}" if row.get("gpu_index") not in (None, "") else str(row.get("gpu"))
 
 
-def _by_figure(path: Path) -> dict[tuple[str, ...], dict[str, str]]:
-    return {(r["label"], r["precision"], r["backend"], r["figure"]): r for r in _read_csv(path)}
+def _figures(path: Path) -> pd.DataFrame:
+    """A figures.csv as (KEYS, value, gpu) rows; a report without figures has none."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "figure" not in df.columns:
+        return pd.DataFrame(columns=[*KEYS, "value", "gpu"])
+    df = df[df["figure"] != ""]
+    df = df.assign(value=df["value"].astype(float), gpu=[_gpu_text(r) for r in df.to_dict("records")])
+    return df.drop_duplicates(KEYS, keep="last")[[*KEYS, "value", "gpu"]]
 
 
 def compare(a: Path, b: Path, tolerance: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -246,25 +251,22 @@ def compare(a: Path, b: Path, tolerance: float) -> tuple[list[dict[str, Any]], d
         if not (folder / "sweep.json").is_file() or not (folder / "figures.csv").is_file():
             raise InputFileError(f"{folder} lacks sweep.json or figures.csv: give two `stages.sweep report` folders")
     runs = {"a": read_json(a / "sweep.json"), "b": read_json(b / "sweep.json")}
-    figs = {k: _by_figure(d / "figures.csv") for k, d in (("a", a), ("b", b))}
-    rows: list[dict[str, Any]] = []
-    for key in sorted(figs["a"].keys() & figs["b"].keys()):
-        ra, rb = figs["a"][key], figs["b"][key]
-        va, vb = float(ra["value"]), float(rb["value"])
-        diff = (vb - va) / va if va else float("nan")
-        rows.append(
-            dict(zip(("label", "precision", "backend", "figure"), key, strict=True))
-            | {"a": va, "gpu_a": _gpu_text(ra), "b": vb, "gpu_b": _gpu_text(rb)}
-            | {"diff_pct": round(100 * diff, 2), "within": abs(diff) <= tolerance}
-        )
+    both = _figures(a / "figures.csv").merge(
+        _figures(b / "figures.csv"), on=KEYS, how="outer", suffixes=("_a", "_b"), indicator=True
+    )
+    m = both[both["_merge"] == "both"].sort_values(KEYS)
+    diff = ((m["value_b"] - m["value_a"]) / m["value_a"]).where(m["value_a"] != 0)
+    table = m[KEYS].assign(a=m["value_a"], gpu_a=m["gpu_a"], b=m["value_b"], gpu_b=m["gpu_b"])
+    table = table.assign(diff_pct=(100 * diff).round(2), within=diff.abs() <= tolerance)
+    rows: list[dict[str, Any]] = table.to_dict("records")
     diffs = [abs(r["diff_pct"]) for r in rows]
     wall_a, wall_b = runs["a"].get("wall_s"), runs["b"].get("wall_s")
     facts = {
         "runs": runs,
         "speedup": round(wall_a / wall_b, 2) if wall_a and wall_b else None,
         "compared": len(rows),
-        "unmatched": len(figs["a"].keys() ^ figs["b"].keys()),
-        "within": sum(r["within"] for r in rows),
+        "unmatched": int((both["_merge"] != "both").sum()),
+        "within": sum(bool(r["within"]) for r in rows),
         "median_abs_diff_pct": round(statistics.median(diffs), 2) if diffs else None,
         "max_abs_diff_pct": max(diffs) if diffs else None,
     }
