@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
+import textwrap
 from functools import cache
 from pathlib import Path
 
@@ -101,3 +104,20 @@ if __name__ == "__main__":
         print(f"{name}:")
         for f in sorted(files_of(closure(f"{PACKAGE}.{name}"))):
             print(f"  - {f}")
+
+
+def import_blocking(modules: list[str], blocked: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    """Import ``modules`` in a fresh interpreter where importing any top-level package in
+    ``blocked`` raises ImportError; prints 'ok' when every import succeeded."""
+    code = textwrap.dedent(f"""
+        import importlib, sys
+        class Block:
+            def find_spec(self, name, path, target=None):
+                if name.split('.')[0] in {blocked!r}:
+                    raise ImportError('blocked ' + name)
+        sys.meta_path.insert(0, Block())
+        for m in {modules!r}:
+            importlib.import_module(m)
+        print('ok')
+    """)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -181,7 +181,8 @@ def test_the_sweep_check_runs_on_the_cpu_and_resumes(tmp_path: Path) -> None:
         DVC=str(DVC),
         HOST_PYTHON=sys.executable,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        DEADLINE=str(int(time.time()) + 3600),
+        DEADLINE=str(int(time.time()) + 1200),  # the script stops itself well before the test's timeout
+        DVC_NO_ANALYTICS="1",
         PIPELINE_LOCK_DIR=str(tmp_path / "locks"),
         SWEEP_GPUS="2",
         SWEEP_WS=str(tmp_path / "sweep"),
@@ -192,10 +193,8 @@ def test_the_sweep_check_runs_on_the_cpu_and_resumes(tmp_path: Path) -> None:
     )
     env.pop("PYTHONPATH", None)
     script = ROOT / "tools" / "gpu-host" / "sweep.sh"
-    first = subprocess.run(
-        ["bash", str(script), "all"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=2000
-    )
-    assert first.returncode == 0 and "SWEEP CHECK COMPLETE" in first.stdout, first.stdout + first.stderr[-3000:]
+    first = _sweep(script, env, tmp_path / "first.log", timeout=1500)
+    assert first.returncode == 0 and "SWEEP CHECK COMPLETE" in first.stdout, first.stdout[-6000:] + _logs(tmp_path)
 
     report = tmp_path / "report"
     runs = {k: json.loads((report / f"run-{k}gpu" / "sweep.json").read_text()) for k in (1, 2)}
@@ -212,6 +211,29 @@ def test_the_sweep_check_runs_on_the_cpu_and_resumes(tmp_path: Path) -> None:
         names = set(tar.getnames())
     assert {"report/compare.md", "report/run-2gpu/summary.md", "report/run-1gpu/figures.csv"} <= names
 
-    again = subprocess.run(["bash", str(script), "all"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stdout + again.stderr[-3000:]
+    again = _sweep(script, env, tmp_path / "again.log", timeout=900)
+    assert again.returncode == 0, again.stdout[-6000:]
     assert "base: done" in again.stdout and "run 2: done" in again.stdout and "run 1: done" in again.stdout
+
+
+def _sweep(script: Path, env: dict[str, str], log: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """sweep.sh all, its output in a file: a pipe would keep the call waiting for any
+    background process (a DVC queue worker) that inherited it."""
+    with open(log, "w") as out:
+        proc = subprocess.run(
+            ["bash", str(script), "all"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
+    return subprocess.CompletedProcess(proc.args, proc.returncode, log.read_text(), "")
+
+
+def _logs(tmp_path: Path) -> str:
+    """The sweeps' own logs and DVC's queue logs, for a failure message."""
+    found = sorted((tmp_path / "sweep").glob("run-*gpu/sweep.log"))
+    found += sorted((tmp_path / "sweep").glob("run-*gpu/reports/sweep/logs/*.log"))
+    return "".join(f"\n--- {f}\n{f.read_text(errors='replace')[-3000:]}" for f in found)

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ from stages.lib.io import write_csv, write_json
 from stages.lib.serving import process
 from stages.lib.serving.report import in_process, served_report
 from tests.conftest import ROOT
+from tests.import_graph import import_blocking
 
 TIMED = "client-side request latency"
 
@@ -165,18 +163,7 @@ NOT_THERE = ("torch", "torchvision", "onnx", "pandas", "matplotlib", "PIL", "hyd
 
 def test_serving_side_modules_import_without_the_projects_heavy_packages() -> None:
     """PyTriton and tritonclient are imported inside functions, the rest not at all."""
-    code = textwrap.dedent(f"""
-        import importlib, sys
-        class Block:
-            def find_spec(self, name, path, target=None):
-                if name.split('.')[0] in {NOT_THERE!r}:
-                    raise ImportError('blocked ' + name)
-        sys.meta_path.insert(0, Block())
-        for m in {SERVING_SIDE!r}:
-            importlib.import_module(m)
-        print('ok')
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    proc = import_blocking(SERVING_SIDE, NOT_THERE)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
 

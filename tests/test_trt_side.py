@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +16,7 @@ import pytest
 from stages.lib.errors import EngineError, EngineMismatchError
 from stages.lib.trt import builder, common, fingerprint, inspect
 from tests.conftest import ROOT, run_stage
+from tests.import_graph import import_blocking
 
 TRT_SIDE = [
     "stages.build",
@@ -44,19 +43,7 @@ def _module_file(mod: str) -> Path:
 
 
 def test_trt_side_modules_import_without_torch_or_onnx() -> None:
-    code = textwrap.dedent(f"""
-        import sys
-        class Block:
-            def find_spec(self, name, path, target=None):
-                if name.split('.')[0] in {BLOCKED!r}:
-                    raise ImportError('blocked ' + name)
-        sys.meta_path.insert(0, Block())
-        import importlib
-        for m in {TRT_SIDE!r}:
-            importlib.import_module(m)
-        print('ok')
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    proc = import_blocking(TRT_SIDE, BLOCKED)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
 

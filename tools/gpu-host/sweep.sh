@@ -73,7 +73,7 @@ base() {  # a git + DVC repository with the trained baseline: prepare, train and
   (cd "$ws" && "$HOST_PYTHON" -c "from scmrepo.git import Git; Git.init('.')" && "$DVC" init -q \
     && "$DVC" config hydra.enabled True \
     && "$HOST_PYTHON" -c "import os, sys; from dvc.utils.hydra import compose_and_dump as c; c('params.yaml', os.path.abspath('conf'), None, 'config', '', sys.argv[1:])" $BASE \
-    && timeout --signal=INT "$(left)" "$DVC" repro export 2>&1 | grep -E "Running stage|INFO|ERROR|error:" \
+    && timeout --signal=INT "$(left)" "$DVC" repro export 2>&1 | grep --line-buffered -E "Running stage|INFO|ERROR|error:" \
     && [ "${PIPESTATUS[0]}" = 0 ] && commit_all "baseline: $BASE") || { echo "base: FAILED"; return 1; }
   printf '%s\n' "$BASE" > "$ROOT_WS/base.args" && printf '%s\n' "$GRID" > "$ROOT_WS/grid.args"
   touch "$ROOT_WS/base.done"; echo "base: done"
@@ -91,7 +91,7 @@ run() {  # $1 = K: the grid, K experiments at a time, on the first K GPUs
   local visible; visible=$(seq -s, 0 $((k - 1)))
   # shellcheck disable=SC2086
   (cd "$ws" && CUDA_VISIBLE_DEVICES=$visible python -m stages.sweep run $BASE $GRID --jobs "$k" --poll 2 \
-     --timeout "$(( $(left) - 20 ))" 2>&1 | tee "$ws/sweep.log" | grep -v -E 'it/s\]|s/it\]')
+     --timeout "$(( $(left) - 20 ))" 2>&1 | tee "$ws/sweep.log" | grep --line-buffered -v -E 'it/s\]|s/it\]')
   local rc=${PIPESTATUS[0]}
   (cd "$ws" && for name in $("$HOST_PYTHON" -c "import json; print(' '.join(p['name'] for p in json.load(open('reports/sweep/sweep.json'))['points']))" 2>/dev/null); do
      mkdir -p reports/sweep/logs && "$DVC" queue logs "$name" > "reports/sweep/logs/$name.log" 2>&1; done)

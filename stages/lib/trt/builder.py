@@ -51,29 +51,13 @@ def build_engine(
     (its batches in the model's input format); None for the Q/DQ or float models.
     """
     strongly = p.strongly_typed == "auto" and common.has_strongly_typed(trt) and calibration is None
-    builder = trt.Builder(logger)
-    network = builder.create_network(common.network_flags(trt, strongly))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise OnnxModelError(f"{onnx_path}: TensorRT's ONNX parser failed: {'; '.join(errors)}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, p.workspace_mb * 2**20)
-    config.builder_optimization_level = p.opt_level
-    if p.detailed_profiling:
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    config.set_tactic_sources(_tactic_sources(trt, config))
-    mode = _set_precision(trt, config, precision, strongly)
-    io = network_io(trt, network)
-    calibrator = calibration(input_spec(trt, network)) if calibration is not None else None
-    if calibrator is not None:
-        mode = "implicit INT8 calibration (IInt8EntropyCalibrator2)"
-
-    _add_profiles(builder, config, network, p, calibrator)
+    builder, network, parser = _parse(trt, logger, onnx_path, strongly)
+    config, mode, calibrator = _configure(trt, builder, network, precision, p, strongly, calibration)
     cache = None
     if p.timing_cache:
         cache = config.create_timing_cache(timing_cache or b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
+    io = network_io(trt, network)
 
     log.info(
         "building %s engine from %s (%s, opt level %d, %d profile(s))",
@@ -86,6 +70,7 @@ def build_engine(
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     build_s = time.perf_counter() - t0
+    del parser, calibrator  # both had to live until the build was done
     if serialized is None:
         raise EngineError(
             f"TensorRT failed to build the {precision} engine from {onnx_path} (see the TensorRT errors above)"
@@ -114,6 +99,44 @@ def build_engine(
         "timing_cache_bytes_after": len(new_cache or b""),
     }
     return BuildResult(engine_bytes, new_cache, report, layers, inspector)
+
+
+def _parse(trt: Any, logger: Any, onnx_path: Path, strongly: bool) -> tuple[Any, Any, Any]:
+    """Builder, network and parser; the caller keeps the parser until the build is done
+    (the network refers to weights the parser holds)."""
+    builder = trt.Builder(logger)
+    network = builder.create_network(common.network_flags(trt, strongly))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise OnnxModelError(f"{onnx_path}: TensorRT's ONNX parser failed: {'; '.join(errors)}")
+    return builder, network, parser
+
+
+def _configure(
+    trt: Any,
+    builder: Any,
+    network: Any,
+    precision: str,
+    p: BuildParams,
+    strongly: bool,
+    calibration: Callable[[InputSpec], Any] | None,
+) -> tuple[Any, str, Any]:
+    """The builder config (memory, optimisation level, tactics, precision, profiles), the
+    precision mode it describes, and the implicit calibrator when there is one (the caller
+    keeps it alive until the build is done)."""
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, p.workspace_mb * 2**20)
+    config.builder_optimization_level = p.opt_level
+    if p.detailed_profiling:
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    config.set_tactic_sources(_tactic_sources(trt, config))
+    mode = _set_precision(trt, config, precision, strongly)
+    calibrator = calibration(input_spec(trt, network)) if calibration is not None else None
+    if calibrator is not None:
+        mode = "implicit INT8 calibration (IInt8EntropyCalibrator2)"
+    _add_profiles(builder, config, network, p, calibrator)
+    return config, mode, calibrator
 
 
 def _settings(p: BuildParams) -> dict[str, Any]:
