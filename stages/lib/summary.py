@@ -72,7 +72,8 @@ def summary_markdown(c: Collected, plots_dir: Path, extra: list[str] | None = No
         f"- Data: {c.meta.get('dataset')} from `{c.meta.get('source')}` "
         f"({c.meta.get('train_images')} train / {c.meta.get('test_images')} test; "
         f"calibration: {c.meta.get('calib_images')} images from the {c.meta.get('calib_drawn_from')})",
-        f"- Training: {c.train.get('epochs')} epochs on {c.train.get('train_images')} images, "
+        f"- Training: {c.train.get('epochs')} epoch{'' if c.train.get('epochs') == 1 else 's'} "
+        f"on {c.train.get('train_images')} images, "
         f"test top-1 {tables.fmt(c.train.get('test_top1'))}% (FP32), "
         f"wall time {tables.fmt(c.train.get('train_wall_s'), '.0f')} s "
         f"on {c.train.get('device')}" + _resumed(c.train),
