@@ -18,7 +18,6 @@ N GPUs never share one. A command that drives DVC, not a DVC stage.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import os
@@ -33,8 +32,9 @@ from typing import Any
 
 from .lib import sweeps
 from .lib.cli import run_main
-from .lib.errors import ParamsError, SweepError
+from .lib.errors import SweepError
 from .lib.gpus import VISIBLE_ENV, host_gpus, visible_gpus
+from .lib.grid import grid_points, parse_grid
 from .lib.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -43,55 +43,6 @@ OUT_DIR = Path("reports/sweep")
 MANIFEST = "sweep.json"
 FINAL = {"success", "failed", "missing"}
 LOOKS = 5  # looks at the queue before a failing `dvc exp show` or a vanished experiment counts
-
-
-def split_values(value: str) -> list[str]:
-    """``a,[1,2],'x,y'`` -> ``["a", "[1,2]", "'x,y'"]``: commas at bracket depth 0 split."""
-    parts, depth, quote, cur = [], 0, "", ""
-    for ch in value:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-            continue
-        cur += ch
-    return [*parts, cur]
-
-
-def parse_grid(args: list[str]) -> list[tuple[str, list[str]]]:
-    """[(key, [value, ...]), ...] from ``key=v1,v2`` arguments; every mistake at once."""
-    groups: list[tuple[str, list[str]]] = []
-    problems: list[str] = []
-    for arg in args:
-        key, eq, value = arg.partition("=")
-        values = split_values(value)
-        if not eq or not key.strip():
-            problems.append(f"{arg!r} is not KEY=VALUE[,VALUE...]")
-        elif any(not v.strip() for v in values):
-            problems.append(f"{arg!r} has an empty value")
-        elif any(key == k for k, _ in groups):
-            problems.append(f"{key} is given twice: put all its values in one comma list")
-        else:
-            groups.append((key.strip(), values))
-    if not groups and not problems:
-        problems.append("no grid: give overrides such as calibrate.method=minmax,entropy precision=int8,fp16")
-    if problems:
-        raise ParamsError(problems, source="the sweep grid")
-    return groups
-
-
-def grid_points(groups: list[tuple[str, list[str]]]) -> list[list[str]]:
-    """Every combination, as Hydra overrides (``key=value``), in the grid's order."""
-    keys = [k for k, _ in groups]
-    combos = itertools.product(*(values for _, values in groups))
-    return [[f"{k}={v}" for k, v in zip(keys, combo, strict=True)] for combo in combos]
 
 
 def default_jobs() -> int:
@@ -209,8 +160,28 @@ def _look(manifest: dict[str, Any], gone: dict[str, int]) -> dict[str, dict[str,
     return seen
 
 
-def wait(manifest_path: Path, timeout: float, poll: float) -> dict[str, Any]:
-    """Poll until every point has finished; record wall time, states and peak concurrency."""
+def _queue_status() -> str:
+    try:
+        return " ".join(dvc("queue", "status").split())[-1500:]
+    except SweepError as exc:
+        return str(exc)
+
+
+def _check_started(name: str, seen: dict[str, dict[str, Any]], waited: float, start_timeout: float) -> None:
+    """SweepError when no experiment has left the queue within ``start_timeout`` seconds: no
+    worker picked one up (a worker that runs one shows it as running, even while its stage
+    waits for a GPU)."""
+    if start_timeout and waited > start_timeout and all(v["state"] in ("queued", "unseen") for v in seen.values()):
+        raise SweepError(
+            f"{name}: no experiment has started {start_timeout:.0f} s after `dvc queue start`, so no queue "
+            f"worker is running (`dvc queue status`: {_queue_status()}); start one with `dvc queue start`, "
+            "or see `dvc queue logs NAME`"
+        )
+
+
+def wait(manifest_path: Path, timeout: float, poll: float, start_timeout: float = 0) -> dict[str, Any]:
+    """Poll until every point has finished; record wall time, states and peak concurrency.
+    With ``start_timeout``, give up when nothing has started that long."""
     manifest = read_json(manifest_path)
     t0, last, peak = time.monotonic(), "", int(manifest.get("max_running") or 0)
     gone: dict[str, int] = {}
@@ -221,6 +192,7 @@ def wait(manifest_path: Path, timeout: float, poll: float) -> dict[str, Any]:
         if failures > LOOKS:
             states(manifest)  # raises the error `dvc exp show` keeps giving
         if seen is not None:
+            _check_started(manifest["name"], seen, time.monotonic() - t0, start_timeout)
             found = [v["state"] for v in seen.values()]
             counts = {s: found.count(s) for s in sorted(set(found))}
             peak = max(peak, counts.get("running", 0))
@@ -262,7 +234,7 @@ def run(args: argparse.Namespace) -> None:
         copy = copy_paths(args.copy_path)
         queue(parse_grid(args.grid), args.jobs or default_jobs(), args.out, copy, start=not args.no_start)
     if args.command in ("wait", "run"):
-        done = wait(manifest_path, args.timeout, args.poll)
+        done = wait(manifest_path, args.timeout, args.poll, args.start_timeout if args.command == "run" else 0)
         if args.command == "wait":
             _failed(done)
     if args.command in ("report", "run"):
@@ -291,6 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("wait", "run"):
             p.add_argument("--timeout", type=float, default=0, help="seconds (default: no limit)")
             p.add_argument("--poll", type=float, default=5.0, help="seconds between looks at the queue")
+        if name == "run":
+            p.add_argument(
+                "--start-timeout",
+                type=float,
+                default=300.0,
+                help="give up when no experiment has started this many seconds after the queue's start (0: wait)",
+            )
         if name == "compare":
             p.add_argument("runs", nargs=2, type=Path, help="two report folders of one grid (e.g. 1 GPU, N GPUs)")
             p.add_argument("--tolerance", type=float, default=0.05, help="flag figures that differ by more")

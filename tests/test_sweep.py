@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from stages import sweep
-from stages.lib import sweeps
+from stages.lib import grid, sweeps
 from stages.lib.errors import InputFileError, ParamsError, SweepError
 from stages.lib.io import write_json
 from tests.dvcrepo import Repo, make_tiny_repo, ran, unchanged
@@ -36,8 +36,8 @@ EXTRA = ["train.subset=128", "quality.max_top1_drop=100.0", "backends=[pytorch,o
 
 
 def test_grid_is_the_cartesian_product_of_comma_lists() -> None:
-    groups = sweep.parse_grid(["calibrate.method=minmax,entropy", "precision=int8,fp16", "train.epochs=3"])
-    assert sweep.grid_points(groups) == [
+    groups = grid.parse_grid(["calibrate.method=minmax,entropy", "precision=int8,fp16", "train.epochs=3"])
+    assert grid.grid_points(groups) == [
         ["calibrate.method=minmax", "precision=int8", "train.epochs=3"],
         ["calibrate.method=minmax", "precision=fp16", "train.epochs=3"],
         ["calibrate.method=entropy", "precision=int8", "train.epochs=3"],
@@ -46,14 +46,14 @@ def test_grid_is_the_cartesian_product_of_comma_lists() -> None:
 
 
 def test_commas_inside_brackets_and_quotes_do_not_split() -> None:
-    assert sweep.split_values("[1,4],[8],'a,b',{x: 1, y: 2}") == ["[1,4]", "[8]", "'a,b'", "{x: 1, y: 2}"]
-    groups = sweep.parse_grid(["bench.batch_sizes=[1,4],[8]"])
-    assert sweep.grid_points(groups) == [["bench.batch_sizes=[1,4]"], ["bench.batch_sizes=[8]"]]
+    assert grid.split_values("[1,4],[8],'a,b',{x: 1, y: 2}") == ["[1,4]", "[8]", "'a,b'", "{x: 1, y: 2}"]
+    groups = grid.parse_grid(["bench.batch_sizes=[1,4],[8]"])
+    assert grid.grid_points(groups) == [["bench.batch_sizes=[1,4]"], ["bench.batch_sizes=[8]"]]
 
 
 def test_a_bad_grid_names_every_mistake() -> None:
     with pytest.raises(ParamsError) as err:
-        sweep.parse_grid(["precision", "a=1,", "b=1", "b=2"])
+        grid.parse_grid(["precision", "a=1,", "b=1", "b=2"])
     assert len(err.value.problems) == 3
     assert "the sweep grid" in str(err.value) and "b is given twice" in str(err.value)
 
@@ -222,6 +222,26 @@ def test_wait_gives_up_after_its_timeout(monkeypatch: pytest.MonkeyPatch, tmp_pa
     write_json(tmp_path / "sweep.json", manifest)
     with pytest.raises(SweepError, match=r"still running after 0 s \(1 queued, 1 running\).*dvc queue stop --kill"):
         sweep.wait(tmp_path / "sweep.json", timeout=0.01, poll=0.02)
+
+
+def test_wait_gives_up_when_no_worker_starts_an_experiment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def fake_dvc(*args: str) -> str:
+        calls.append(args)
+        return "No experiments in task queue for now." if args[0] == "queue" else _shown("queued", "queued")
+
+    monkeypatch.setattr(sweep, "dvc", fake_dvc)
+    manifest = _manifest(2, 0.0)
+    manifest["points"] = manifest["points"][:2]
+    write_json(tmp_path / "sweep.json", manifest)
+    with pytest.raises(SweepError, match=r"no experiment has started 0 s after .*No experiments in task queue"):
+        sweep.wait(tmp_path / "sweep.json", timeout=60, poll=0.01, start_timeout=0.02)
+    assert ("queue", "status") in calls
+    # one running experiment is a start: then only the overall timeout ends the wait
+    monkeypatch.setattr(sweep, "dvc", lambda *args: _shown("running", "queued"))
+    with pytest.raises(SweepError, match="still running after"):
+        sweep.wait(tmp_path / "sweep.json", timeout=0.1, poll=0.01, start_timeout=0.02)
 
 
 # -- DVC end to end ------------------------------------------------------------------------
