@@ -20,7 +20,7 @@ from typing import Any
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, PipelineError, UnsupportedCombination
 from .lib.fanout import add_arguments, passthrough, per_backend, status_of
-from .lib.gpus import current_gpu
+from .lib.gpus import columns, current_gpu
 from .lib.io import write_json, write_records
 from .lib.params import Params, load_params
 from .lib.runners.base import Artifacts, Runner
@@ -209,10 +209,8 @@ def parent(args: argparse.Namespace) -> None:
     layers: dict[str, Any] = {}
     for backend, rec in results.items():
         rows = rec.pop("rows", [])
-        gpu = rec.get("gpu") or {}
-        for r in rows:  # every row names the GPU it ran on ("cpu" for a CPU backend)
-            where = {"gpu": gpu.get("name"), "gpu_index": gpu.get("index"), "gpu_uuid": gpu.get("uuid")}
-            records.append({"backend": backend, "precision": args.precision, **r, **where})
+        where = columns(rec.get("gpu"))  # every row names the GPU it ran on ("cpu" for a CPU backend)
+        records += [{"backend": backend, "precision": args.precision, **r, **where} for r in rows]
         if "layer_profile" in rec:
             layers[backend] = rec.pop("layer_profile")
         summary[backend] = {**rec, **headline(rows)} if rows else rec

@@ -21,9 +21,9 @@ from typing import Any
 
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable
-from .lib.io import atomic_dir, read_json, write_json, write_text
+from .lib.io import atomic_dir, write_json, write_text
 from .lib.params import Params, load_params
-from .lib.serving.spec import ModelSpec, engine_spec, onnx_spec, served_name, to_pbtxt
+from .lib.serving.spec import ModelSpec, served_name, served_spec, to_pbtxt
 from .lib.trt.engine import BUILD_FILE, ENGINE_FILE
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,8 @@ def add_model(repo: Path, spec: ModelSpec, artifact: Path, filename: str, source
 def engine_entry(repo: Path, p: Params, precision: str, engines: Path) -> dict[str, Any]:
     folder = engines / precision
     name = served_name(p.model.name, precision, "tensorrt")
-    build = read_json(folder / BUILD_FILE)
     try:
-        spec = engine_spec(name, build, str(folder / BUILD_FILE), p.serve.max_queue_delay_us)
+        spec = served_spec(p, precision, "tensorrt", folder / BUILD_FILE)
     except BackendUnavailable as exc:
         log.warning("%s left out: %s", name, exc)
         return {"name": name, "platform": "tensorrt_plan", "status": "skipped", "reason": str(exc)}
@@ -74,12 +73,8 @@ def onnx_entry(repo: Path, p: Params, precision: str, onnx_dir: Path) -> dict[st
         log.warning("%s left out: %s", name, reason)
         return {"name": name, "platform": "onnxruntime_onnx", "status": "skipped", "reason": reason}
     path = onnx_dir / f"{precision}.onnx"
-    spec = onnx_spec(name, path, _profiles(p), p.device, precision, p.serve.max_queue_delay_us)
+    spec = served_spec(p, precision, "onnxruntime", path)
     return add_model(repo, spec, path, "model.onnx", str(path))
-
-
-def _profiles(p: Params) -> list[dict[str, int]]:
-    return [{"min": q.min, "opt": q.opt, "max": q.max} for q in p.build.profiles]
 
 
 def run(args: argparse.Namespace) -> None:

@@ -20,10 +20,10 @@ from typing import Any
 
 from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, PipelineError
-from .lib.io import read_json, write_json, write_records
+from .lib.io import write_json, write_records
 from .lib.params import Params, load_params
 from .lib.serving.process import Server, ServingPython, run_load, serving_python, workdir
-from .lib.serving.spec import ModelSpec, engine_spec, onnx_spec, served_name
+from .lib.serving.spec import served_spec
 from .lib.trt.engine import BUILD_FILE
 
 log = logging.getLogger(__name__)
@@ -31,20 +31,11 @@ log = logging.getLogger(__name__)
 LOAD_SLACK_S = 120.0  # the load generator's start, warm-up and server statistics, beyond the levels' budget
 
 
-def model_spec(backend: str, args: argparse.Namespace, p: Params) -> ModelSpec:
-    """The served model, as the model repository describes it."""
-    name = served_name(p.model.name, args.precision, backend)
-    if backend == "tensorrt":
-        build_file = args.engine_dir / BUILD_FILE
-        return engine_spec(name, read_json(build_file), str(build_file), p.serve.max_queue_delay_us)
-    profiles = [{"min": q.min, "opt": q.opt, "max": q.max} for q in p.build.profiles]
-    return onnx_spec(name, args.onnx, profiles, p.device, args.precision, p.serve.max_queue_delay_us)
-
-
 def serve_backend(sp: ServingPython, backend: str, args: argparse.Namespace, p: Params) -> dict[str, Any]:
     """Serve one backend and load it; its record (status, levels, versions)."""
     try:
-        spec = model_spec(backend, args, p)
+        source = args.engine_dir / BUILD_FILE if backend == "tensorrt" else args.onnx
+        spec = served_spec(p, args.precision, backend, source)
     except BackendUnavailable as exc:
         return {"status": "skipped", "reason": str(exc)}
     s = p.serve

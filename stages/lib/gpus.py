@@ -56,6 +56,12 @@ class Gpu:
         return asdict(self)
 
 
+def columns(record: dict[str, Any] | None) -> dict[str, Any]:
+    """A GPU record ({name, index, uuid}, as in benchmark records) as flat table columns."""
+    record = record or {}
+    return {"gpu": record.get("name"), "gpu_index": record.get("index"), "gpu_uuid": record.get("uuid")}
+
+
 def parse_smi_list(text: str) -> list[Gpu]:
     """The GPUs in ``nvidia-smi -L`` output (MIG instances below a GPU are not listed)."""
     gpus = []

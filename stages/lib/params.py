@@ -109,6 +109,10 @@ class BuildParams:
     strongly_typed: str
     detailed_profiling: bool
 
+    def profile_dicts(self) -> list[dict[str, int]]:
+        """The profiles as {min, opt, max}, as build reports and served-model specs record them."""
+        return [{"min": q.min, "opt": q.opt, "max": q.max} for q in self.profiles]
+
 
 @dataclass(frozen=True)
 class BenchParams:

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import InputFileError
+from .gpus import columns
 from .io import atomic_path, read_json, write_csv, write_text
 
 # The benchmark stage's headline figures per backend and precision (stages/benchmark.headline).
@@ -94,11 +95,6 @@ def varying(pts: list[Point]) -> list[str]:
     return [k for k in keys if len({p.flat.get(k) for p in pts if p.params}) > 1]
 
 
-def _gpu(rec: dict[str, Any]) -> dict[str, Any]:
-    gpu = rec.get("gpu") or {}
-    return {"gpu": gpu.get("name"), "gpu_index": gpu.get("index"), "gpu_uuid": gpu.get("uuid")}
-
-
 def headline(p: Point, prec: str) -> dict[str, Any]:
     """TensorRT's best compute img/s and top-1 where TensorRT ran, else the fastest backend's."""
     ok = [
@@ -116,7 +112,7 @@ def headline(p: Point, prec: str) -> dict[str, Any]:
         "top1": p.top1(prec, backend),
         "throughput_ips": rec["compute_throughput_ips_max"],
         "throughput_batch": rec.get("compute_throughput_batch"),
-        **_gpu(rec),
+        **columns(rec.get("gpu")),
     }
 
 
@@ -143,7 +139,7 @@ def figure_rows(pts: list[Point]) -> list[dict[str, Any]]:
                     if rec.get(fig) is not None:
                         rows.append(
                             {"experiment": p.name, "label": p.label, "precision": prec, "backend": backend}
-                            | {"figure": fig, "value": rec[fig], **_gpu(rec)}
+                            | {"figure": fig, "value": rec[fig], **columns(rec.get("gpu"))}
                         )
     return rows
 

@@ -12,9 +12,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable, InputFileError, OnnxModelError
+from ..io import read_json
+
+if TYPE_CHECKING:
+    from ..params import Params
 
 TENSORRT_PLATFORM = "tensorrt_plan"
 ONNX_PLATFORM = "onnxruntime_onnx"
@@ -165,6 +169,15 @@ def onnx_spec(
     return ModelSpec(
         name, ONNX_PLATFORM, top, preferred, max_queue_delay_us, inputs, outputs, kind, (), {"precision": precision}
     )
+
+
+def served_spec(p: Params, precision: str, backend: str, source: Path) -> ModelSpec:
+    """The spec of one model of the repository, from ``source``: for ``tensorrt`` the engine's
+    build.json, else the ONNX model (with the engines' batch bounds)."""
+    name = served_name(p.model.name, precision, backend)
+    if backend == "tensorrt":
+        return engine_spec(name, read_json(source), str(source), p.serve.max_queue_delay_us)
+    return onnx_spec(name, source, p.build.profile_dicts(), p.device, precision, p.serve.max_queue_delay_us)
 
 
 def to_pbtxt(spec: ModelSpec, header: list[str]) -> str:

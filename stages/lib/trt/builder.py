@@ -143,7 +143,7 @@ def _settings(p: BuildParams) -> dict[str, Any]:
     return {
         "opt_level": p.opt_level,
         "workspace_mb": p.workspace_mb,
-        "profiles": [{"min": q.min, "opt": q.opt, "max": q.max} for q in p.profiles],
+        "profiles": p.profile_dicts(),
     }
 
 
