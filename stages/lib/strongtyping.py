@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from .io import read_json
 
 THRESHOLD = 0.02  # FP32 share of layer time above which an FP16 base is worth measuring
 _SUFFIX = re.compile(r"\s*\[profile \d+\]$")
@@ -62,6 +59,11 @@ def base_name(layer: str) -> str:
     return _SUFFIX.sub("", layer)
 
 
+def _profile_of(layer: str) -> str:
+    """The profiler's " [profile N]" suffix of a layer name ("" for none)."""
+    return layer[len(base_name(layer)) :]
+
+
 def fp32_reason(name: str, layer_type: str, precision: str, tactic: str, first_in_profile: bool) -> str | None:
     """Why a layer would run in FP32 under strong typing, or None when it would not change."""
     name = base_name(name)
@@ -85,7 +87,7 @@ def _table(layers: list[dict[str, Any]] | None) -> tuple[dict[str, dict[str, Any
     for row in layers or []:
         name = str(row.get("name", ""))
         by_name[name] = row
-        suffix = name[len(base_name(name)) :]
+        suffix = _profile_of(name)
         if suffix not in seen:
             seen.add(suffix)
             first.add(name)
@@ -119,13 +121,13 @@ def fp32_share(layers: list[dict[str, Any]] | None, profile: dict[str, Any]) -> 
             )
     total = float(profile.get("total_ms") or sum(p["ms_mean"] for p in listed))
     unprofiled = max(0.0, total - sum(p["ms_mean"] for p in listed))
-    suffixes = {p["layer"][len(base_name(p["layer"])) :] for p in listed}
+    suffixes = {_profile_of(p["layer"]) for p in listed}
     profiled = {p["layer"] for p in listed}
     unlisted = [
         n
         for n, t in by_name.items()
         if n not in profiled
-        and n[len(base_name(n)) :] in suffixes
+        and _profile_of(n) in suffixes
         and fp32_reason(n, str(t.get("type", "")), str(t.get("precision", "")), str(t.get("tactic", "")), n in first)
     ]
     fp32_ms = sum(r["ms_mean"] for r in rows)
@@ -192,12 +194,3 @@ def section(profile: dict[str, Any] | None, layers: list[dict[str, Any]] | None 
     if not (isinstance(profile, dict) and (profile.get("tensorrt") or {}).get("layers")):
         return []
     return render(fp32_share(layers, profile))
-
-
-def report_lines(layer_profile: str | Path, layer_table: str | Path | None = None) -> list[str]:
-    """:func:`section` from the benchmark's int8_layers.json and, when given and present, the
-    INT8 engine's layers.json."""
-    if not Path(layer_profile).is_file():
-        return []
-    table = read_json(layer_table) if layer_table is not None and Path(layer_table).is_file() else None
-    return section(read_json(layer_profile), table)
