@@ -7,7 +7,7 @@
 # cache between commands; every step refreshes the workspace's code and config first.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-usage="usage: session.sh part pNN | install | workspace NAME [OVERRIDE...] | repro NAME [DVC-ARG...] |
+usage="usage: session.sh part pNN | install | serve-part pNN | serve-install | workspace NAME [OVERRIDE...] | repro NAME [DVC-ARG...] |
   early NAME... | bg JOB STEP... | wait SECONDS | tests [PYTEST-ARG...] | ab NAME PREC LABEL OVERRIDE... |
   sweep STEP... | collect"
 step=${1:?$usage}
@@ -20,7 +20,10 @@ RESERVE=${RESERVE:-25}
 left() { echo $(( ${DEADLINE:-$(( $(date +%s) + 560 ))} - $(date +%s) - RESERVE )); }
 need() { [ "$(left)" -ge "$1" ] || { echo "SKIPPED $step: $(left) s left, needs $1"; exit 3; }; }
 
-host_env() {  # the bundle's interpreters (install), unless DVC and HOST_PYTHON are set already
+host_env() {  # the bundle's interpreters (install), unless DVC and HOST_PYTHON are set already;
+  # the serving interpreter (serve-install) once it is installed
+  # shellcheck disable=SC1091
+  if [ -f /opt/serve/env.sh ] && [ -z "${SERVE_PYTHON:-}" ]; then source /opt/serve/env.sh; fi
   if [ -n "${DVC:-}" ] && [ -n "${HOST_PYTHON:-}" ]; then return 0; fi
   # shellcheck disable=SC1091
   source /opt/trt/env.sh
@@ -63,6 +66,13 @@ case "$step" in
     host_env
     "$HOST_PYTHON" -c "import onnxruntime as o, torch, dvc; print('onnxruntime', o.__version__, o.get_available_providers()); print('torch', torch.__version__, torch.cuda.get_device_name()); print('dvc', dvc.__version__)"
     "$TRT_PYTHON" -c "import tensorrt; print('tensorrt', tensorrt.__version__)" ;;
+  serve-part)  # one part of the serving interpreter (tools/serving/make-bundle.sh), as .serve-bundle/pNN
+    mkdir -p /tmp/serve-parts && cp ".serve-bundle/$2/part" "/tmp/serve-parts/$2" && ls /tmp/serve-parts | tr '\n' ' ' ;;
+  serve-install)  # after install: the serving interpreter in /opt/serve (SERVE_PYTHON for the serve stage)
+    cat /tmp/serve-parts/p* | tar -x -C /tmp && bash /tmp/serve-bundle/install.sh /opt/trt /opt/serve 2>&1 | tail -1
+    rm -rf /tmp/serve-parts /tmp/serve-bundle
+    host_env
+    "$SERVE_PYTHON" -c "import numpy, pytriton, tensorrt; from importlib.metadata import version as v; print('serving: numpy', numpy.__version__, 'pytriton', v('nvidia-pytriton'), 'tensorrt', tensorrt.__version__)" ;;
   workspace)  # $2 a name, then Hydra overrides (no spaces): a workspace of its own, e.g. two
     # training recipes side by side. A name of conf/experiment/ selects that experiment.
     [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
