@@ -20,7 +20,7 @@ from stages.lib import quantize as quantize_lib
 from stages.lib.params import Params, load_params
 from stages.lib.runners.base import Artifacts
 from stages.lib.runners.registry import create_runner
-from tests.conftest import TINY, run_stage, write_params
+from tests.conftest import TINY, copy_files, run_stage, write_params
 
 M = "artifacts/resnet18_cifar"
 PREPROCESSING = ("Cast", "Mul", "Sub", "Div", "Transpose")
@@ -263,6 +263,7 @@ def test_raw_engine_takes_uint8_and_matches_onnx_runtime(raw: Path, tmp_path: Pa
 
     root = tmp_path / "raw-gpu"
     shutil.copytree(raw, root)
+    copy_files(root)  # the stages run from this copy (TRT_PYTHON has no installed project)
     write_params(root, [*GPU_TINY, "export.raw_input=true"])
     run_stage("probe", ["--out", "artifacts/fingerprint.json"], root)
     _run_build(root, precision)

@@ -603,7 +603,8 @@ def test_performance_targets_section(on_gpu: Ran, on_cpu: Ran) -> None:
     assert md.index("## Quality gate") < md.index("## Performance targets") < md.index("## Speed: headline")
     c = _section(on_cpu.summary, "Performance targets")
     assert c.strip() == (
-        "Not checked in profile cpu (targets.enabled is false); targets are set for: NVIDIA H100 80GB HBM3."
+        "Not checked in profile cpu (targets.enabled is false); "
+        "targets are set for: NVIDIA H100 80GB HBM3, NVIDIA H200."
     )
 
 

@@ -24,6 +24,7 @@ from stages.lib.errors import BackendUnavailable, ServingError
 from stages.lib.io import write_json
 from stages.lib.params import load_params
 from stages.lib.runners.ort_runner import OrtRunner
+from stages.lib.serving.load import server_side
 from stages.lib.serving.process import Server, ServingPython, serving_python
 from stages.lib.serving.spec import ModelSpec, onnx_spec
 from tests.conftest import run_stage
@@ -261,3 +262,15 @@ def test_a_raw_pixel_model_is_served_with_uint8_input(sp: ServingPython, prepare
     with open(tmp_path / "serve.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert int(row["requests"]) >= 1 and int(row["images"]) == 3 * int(row["requests"])
+
+
+def test_server_side_times_are_per_request_with_the_batch_compute() -> None:
+    """Triton charges each request of a dynamic batch the batch's whole compute: 8 requests of 8
+    images run as 2 batches of 32 taking 10 ms each show 8 x 10 ms of compute, not 2 x 10 ms."""
+    zero = {"inferences": 0, "executions": 0, "requests": 0, "queue_ns": 0, "compute_ns": 0}
+    after = {"inferences": 64, "executions": 2, "requests": 8, "queue_ns": 8 * 1_000_000, "compute_ns": 8 * 10_000_000}
+    assert server_side(zero, after) == {
+        "server_batch_mean": 32.0,
+        "server_queue_ms_mean": 1.0,
+        "server_compute_ms_mean": 10.0,
+    }

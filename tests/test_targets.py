@@ -25,6 +25,7 @@ from tests.test_report import D, build_model_dir
 # at b256 for each precision. torch_compile FP16 b256 15 ms (17,066.7). Top-1: TensorRT FP32
 # 94.10%, INT8 92.80%.
 H100 = "NVIDIA H100 80GB HBM3"  # the synthetic run's GPU (its fingerprint.json)
+H200 = "NVIDIA H200"
 NONE_SET = GpuTargets(
     int8_min_ips=None,
     int8_vs_compile_fp16=None,
@@ -218,15 +219,15 @@ def test_switched_off_targets_are_not_checked(run: Collected) -> None:
         "",
         "## Performance targets",
         "",
-        f"Not checked in profile cpu (targets.enabled is false); targets are set for: {H100}.",
+        f"Not checked in profile cpu (targets.enabled is false); targets are set for: {H100}, {H200}.",
     ]
 
 
 def test_a_gpu_without_targets_says_so(run: Collected) -> None:
-    elsewhere = dataclasses.replace(run, fingerprint={**run.fingerprint, "gpu": "NVIDIA H200"})
+    elsewhere = dataclasses.replace(run, fingerprint={**run.fingerprint, "gpu": "NVIDIA L4"})
     assert _check(elsewhere, run.p.targets) == []
-    assert targets.section(run.p.targets, "gpu", [], "NVIDIA H200")[3] == (
-        f"No performance targets for NVIDIA H200; targets are set for: {H100}."
+    assert targets.section(run.p.targets, "gpu", [], "NVIDIA L4")[3] == (
+        f"No performance targets for NVIDIA L4; targets are set for: {H100}, {H200}."
     )
     assert (
         "No performance targets for a machine without a CUDA GPU" in targets.section(run.p.targets, "gpu", [], None)[3]
@@ -259,8 +260,19 @@ def test_section_names_the_gpu_and_every_target(run: Collected) -> None:
 
 def test_conf_sets_targets_per_model_and_gpu_and_the_cpu_profile_turns_them_off() -> None:
     r18 = params_from_dict(compose([])).targets
-    assert r18 == _with(
-        int8_min_ips=500_000, batch1_max_ms={"int8": 0.15}, int8_max_top1_drop=0.3, pipelined_within=0.15
+    assert (
+        r18.gpus[H100]
+        == _with(
+            int8_min_ips=500_000, batch1_max_ms={"int8": 0.15}, int8_max_top1_drop=0.3, pipelined_within=0.15
+        ).gpus[H100]
+    )
+    assert r18.gpus[H200] == dataclasses.replace(
+        NONE_SET,
+        int8_min_ips=620_000,
+        int8_vs_compile_fp16=1.75,
+        batch1_max_ms={"int8": 0.13, "fp16": 0.155},
+        int8_max_top1_drop=0.3,
+        pipelined_within=0.05,
     )
     r50 = params_from_dict(compose(["experiment=resnet50_224"])).targets
     assert (
@@ -272,7 +284,7 @@ def test_conf_sets_targets_per_model_and_gpu_and_the_cpu_profile_turns_them_off(
             pipelined_within=0.15,
         ).gpus[H100]
     )
-    assert r50.gpus["NVIDIA H200"] == dataclasses.replace(
+    assert r50.gpus[H200] == dataclasses.replace(
         NONE_SET,
         int8_min_ips=78_000,
         int8_vs_compile_fp16=2.5,
@@ -330,6 +342,6 @@ def test_enabled_must_be_a_boolean() -> None:
 
 def test_unset_targets_load_as_none() -> None:
     raw = compose([])
-    raw["targets"]["gpus"][H100] = {**dict.fromkeys(raw["targets"]["gpus"][H100]), "batch1_max_ms": {}}
+    raw["targets"]["gpus"] = {H100: {**dict.fromkeys(raw["targets"]["gpus"][H100]), "batch1_max_ms": {}}}
     t = params_from_dict(raw).targets
     assert t == TargetsParams(enabled=True, gpus={H100: NONE_SET}) and not NONE_SET.configured

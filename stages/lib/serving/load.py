@@ -148,14 +148,17 @@ def server_stats(client: Any, model: str, token: str | None) -> dict[str, int]:
 
 
 def server_side(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
-    """Per level: the mean batch Triton executed, and mean queue and compute times."""
+    """Per level: the mean batch Triton executed, and each request's mean queue time and the mean
+    compute time of the batch it ran in."""
     d = {k: after[k] - before[k] for k in before}
     if not d["executions"] or not d["requests"]:
         return {}
     return {
         "server_batch_mean": round(d["inferences"] / d["executions"], 2),
         "server_queue_ms_mean": round(d["queue_ns"] / d["requests"] / 1e6, 3),  # per request
-        "server_compute_ms_mean": round(d["compute_ns"] / d["executions"] / 1e6, 3),  # per executed batch
+        # Triton's inference_stats are per request, and each request of a batch is charged the
+        # whole batch's compute: per request this is the compute of the batch it ran in
+        "server_compute_ms_mean": round(d["compute_ns"] / d["requests"] / 1e6, 3),
     }
 
 
