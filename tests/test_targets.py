@@ -259,38 +259,25 @@ def test_section_names_the_gpu_and_every_target(run: Collected) -> None:
 
 
 def test_conf_sets_targets_per_model_and_gpu_and_the_cpu_profile_turns_them_off() -> None:
-    r18 = params_from_dict(compose([])).targets
-    assert (
-        r18.gpus[H100]
-        == _with(
-            int8_min_ips=500_000, batch1_max_ms={"int8": 0.15}, int8_max_top1_drop=0.3, pipelined_within=0.15
-        ).gpus[H100]
-    )
-    assert r18.gpus[H200] == dataclasses.replace(
-        NONE_SET,
-        int8_min_ips=620_000,
-        int8_vs_compile_fp16=1.75,
-        batch1_max_ms={"int8": 0.13, "fp16": 0.155},
-        int8_max_top1_drop=0.3,
-        pipelined_within=0.05,
-    )
-    r50 = params_from_dict(compose(["experiment=resnet50_224"])).targets
-    assert (
-        r50.gpus[H100]
-        == _with(
-            int8_min_ips=80_000,
-            int8_vs_compile_fp16=2.5,
-            batch1_max_ms={"int8": 0.3, "fp16": 0.4},
-            pipelined_within=0.15,
-        ).gpus[H100]
-    )
-    assert r50.gpus[H200] == dataclasses.replace(
-        NONE_SET,
-        int8_min_ips=78_000,
-        int8_vs_compile_fp16=2.5,
-        batch1_max_ms={"int8": 0.27, "fp16": 0.33},
-        pipelined_within=0.10,
-    )
+    r50 = ("experiment=resnet50_224",)
+    b1 = "batch1_max_ms"
+    expected: dict[tuple[tuple[str, ...], str], dict[str, Any]] = {
+        ((), H100): {"int8_min_ips": 500_000, b1: {"int8": 0.15}, "int8_max_top1_drop": 0.3, "pipelined_within": 0.15},
+        ((), H200): {
+            "int8_min_ips": 620_000,
+            "int8_vs_compile_fp16": 1.75,
+            b1: {"int8": 0.13, "fp16": 0.155},
+            "int8_max_top1_drop": 0.3,
+            "pipelined_within": 0.05,
+        },
+        (r50, H100): {"int8_min_ips": 80_000, "int8_vs_compile_fp16": 2.5, b1: {"int8": 0.3, "fp16": 0.4}},
+        (r50, H200): {"int8_min_ips": 78_000, "int8_vs_compile_fp16": 2.5, b1: {"int8": 0.27, "fp16": 0.33}},
+    }
+    expected[r50, H100]["pipelined_within"] = 0.15
+    expected[r50, H200]["pipelined_within"] = 0.10
+    for (overrides, gpu), values in expected.items():
+        got = params_from_dict(compose(list(overrides))).targets.gpus[gpu]
+        assert got == dataclasses.replace(NONE_SET, **values), (overrides, gpu)
     for overrides in (["profile=cpu"], ["experiment=resnet50_224", "profile=cpu"], TINY):
         t = params_from_dict(compose(overrides)).targets
         assert t.enabled is False and t.gpus, overrides  # values kept, checking off
