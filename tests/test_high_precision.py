@@ -1,6 +1,6 @@
 """calibrate.high_precision: an INT8 model whose unquantized parts are FP16 (an FP16 base), on
 the CPU with ONNX Runtime: the calibrate stage's fp16 int8.onnx, the graph conversion on small
-hand-made graphs, and the bad value."""
+hand-made graphs, the bad value, and what the TensorRT side reads from the file."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from stages.lib import data, inputs, onnxgraph
 from stages.lib import quantize as quantize_lib
 from stages.lib.errors import OnnxModelError
 from stages.lib.params import load_params
+from stages.lib.trt import onnxfile
 from tests.conftest import ROOT, TINY, run_stage, write_params
 from tests.test_cli_errors import edit_params, one_line_error
 from tests.test_export_calibrate import CALIBRATE_ARGS, M
@@ -219,3 +220,32 @@ def test_the_calibrate_stage_reruns_when_high_precision_changes() -> None:
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["calibrate"]
     assert {"calibrate", "calibrate.high_precision"} & set(stage["params"])
     assert yaml.safe_load((ROOT / "params.yaml").read_text())["calibrate"]["high_precision"] == "fp32"
+
+
+# -- what the TensorRT side reads from the file ----------------------------------------------------
+
+
+def test_onnxfile_reads_the_opset_and_the_qdq_scale_types(prepared_tiny: Path, fp16_base: Path) -> None:
+    """The build's own reader (no onnx package under TensorRT's interpreter) against onnx's."""
+    facts = {
+        "fp32": onnxfile.read_facts(prepared_tiny / M / "onnx/fp32.onnx"),
+        "int8": onnxfile.read_facts(prepared_tiny / M / "onnx/int8.onnx"),
+        "int8 fp16 base": onnxfile.read_facts(fp16_base / M / "onnx/int8.onnx"),
+    }
+    assert facts["fp32"] == onnxfile.OnnxFacts(17, frozenset())
+    assert facts["int8"] == onnxfile.OnnxFacts(17, frozenset({TensorProto.FLOAT}))
+    assert facts["int8 fp16 base"] == onnxfile.OnnxFacts(19, frozenset({TensorProto.FLOAT16}))
+    assert [f.fp16_qdq for f in facts.values()] == [False, False, True]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x0f\xff\xff", b"\x00not an onnx model\xff" * 20])
+def test_onnxfile_on_a_file_that_is_no_model(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    if not content:  # an empty message is a valid (empty) model
+        assert onnxfile.read_facts(path) == onnxfile.OnnxFacts(0, frozenset())
+        return
+    with pytest.raises(OnnxModelError, match="bad.onnx: cannot read it as an ONNX model"):
+        onnxfile.read_facts(path)
+    with pytest.raises(OnnxModelError, match="missing.onnx: cannot read it"):
+        onnxfile.read_facts(tmp_path / "missing.onnx")
