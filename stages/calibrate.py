@@ -11,6 +11,10 @@ calibration images (top-1 agreement), so a collapse shows before any engine is b
 calibration batches are in the FP32 model's input format (raw uint8 pixels or float); with
 ``export.io_fp16`` the kept Q/DQ model gets fp16 graph I/O (Casts at the edges) at the end.
 
+With ``high_precision: fp16`` the kept Q/DQ model is then given an FP16 base: what its Q/DQ
+nodes leave unquantized becomes FP16 (opset 19 for FP16 scales), the ranges stay, graph I/O
+keeps its types through Casts at the edges, and its agreement with FP32 is checked again.
+
 Minmax follows single outlier activations, so one method may not be enough: below
 ``min_agreement`` the stage calibrates again with each of ``fallback_methods`` in turn, until
 one reaches it, and keeps the attempt that agrees best (the first of equals); the Q/DQ model
@@ -37,9 +41,9 @@ from .lib import data, inputs, metrics
 from .lib.cli import run_main
 from .lib.errors import OnnxModelError
 from .lib.io import write_json
-from .lib.onnxgraph import input_spec
+from .lib.onnxgraph import default_opset, input_spec
 from .lib.params import Params, load_params
-from .lib.quantize import compute_ranges, load_onnx, quantize, ranges_to_json, with_fp16_io
+from .lib.quantize import compute_ranges, load_onnx, quantize, ranges_to_json, with_fp16_base, with_fp16_io
 from .lib.runners.ort_runner import available_device, reference_runner
 
 log = logging.getLogger(__name__)
@@ -55,11 +59,13 @@ def calibration_batches(p: Params, calib: data.Split, spec: inputs.InputSpec) ->
 
 
 def qdq_agreement(fp32_onnx: Path, qdq_onnx: Path, batches: list[np.ndarray], p: Params, device: str) -> float:
-    """Top-1 agreement of the Q/DQ model with the FP32 model on ``batches`` (ONNX Runtime)."""
+    """Top-1 agreement of the Q/DQ model with the FP32 model on ``batches`` (ONNX Runtime), in
+    the FP32 model's input format and cast to the Q/DQ model's input type (fp16 I/O)."""
     logits = []
     for precision, path in (("fp32", fp32_onnx), ("int8", qdq_onnx)):
         with reference_runner(p, precision, path, device) as runner:
-            logits.append(np.concatenate([runner.infer(b) for b in batches]))
+            dtype = runner.input_spec().dtype
+            logits.append(np.concatenate([runner.infer(b.astype(dtype, copy=False)) for b in batches]))
     return metrics.agreement(logits[0], logits[1])["top1_agreement"]
 
 
@@ -133,6 +139,40 @@ def _outcome(agreement: float, min_agreement: float, next_method: str | None) ->
     return f"below {floor}, " + (f"trying {next_method}" if next_method else "no fallback left")
 
 
+def finish(job: _Job, kept: Attempt) -> dict[str, Any]:
+    """The kept Q/DQ model, in place, as the pipeline takes it: an FP16 base where
+    calibrate.high_precision asks for one, fp16 graph I/O where export.io_fp16 does. Returns
+    its report entries: its opset and, with an FP16 base, its agreement with FP32 and how many
+    values were clamped to float16's range."""
+    p = job.p
+    if p.calibrate.high_precision != "fp16":
+        if p.export.io_fp16:
+            with_fp16_io(kept.path)
+        opset = default_opset(load_onnx(kept.path))
+        return {"onnx_opset": opset, "fp16_base_top1_agreement_vs_fp32": None, "fp16_values_clamped": 0}
+    clamped = with_fp16_base(kept.path, fp16_io=p.export.io_fp16)
+    agreement = qdq_agreement(job.onnx, kept.path, job.check, p, job.device)
+    log.info(
+        "FP16 base: agreement %.1f%% with FP32 (%.1f%% with the FP32 base); %d values clamped to float16's range",
+        100 * agreement,
+        100 * kept.agreement,
+        clamped,
+    )
+    if agreement < p.calibrate.min_agreement <= kept.agreement:
+        log.warning(
+            "with its FP16 base the INT8 model's top-1 agrees with FP32 on only %.1f%% of the calibration "
+            "images (%.1f%% with the FP32 base; calibrate.min_agreement %.0f%%): set calibrate.high_precision: fp32",
+            100 * agreement,
+            100 * kept.agreement,
+            100 * p.calibrate.min_agreement,
+        )
+    return {
+        "onnx_opset": default_opset(load_onnx(kept.path)),
+        "fp16_base_top1_agreement_vs_fp32": round(agreement, 4),
+        "fp16_values_clamped": clamped,
+    }
+
+
 def run(args: argparse.Namespace) -> None:
     p = load_params(args.params)
     if not args.onnx.is_file():
@@ -150,8 +190,7 @@ def run(args: argparse.Namespace) -> None:
         attempts = try_methods(job, args.out, temps)
         kept = max(attempts, key=lambda a: a.agreement)  # max keeps the first of equals
         kept_c = dataclasses.replace(p.calibrate, method=kept.method)
-        if p.export.io_fp16:
-            with_fp16_io(kept.path)
+        base = finish(job, kept)
         write_json(args.ranges, ranges_to_json(kept.tensors, kept_c, n_images))
         os.replace(kept.path, args.out)  # same folder: an atomic rename
     finally:
@@ -173,7 +212,8 @@ def run(args: argparse.Namespace) -> None:
             kept.method,
             f"the best of {', '.join(tried)}" if len(tried) > 1 else "and no calibrate.fallback_methods",
         )
-    write_json(args.report, _report(p, spec, kept, attempts, n_images, n_check, providers[0]))
+    report = _report(p, spec, kept, attempts, n_images, n_check, providers[0])
+    write_json(args.report, {**report, **base})
     log.info(
         "calibrated %d tensors on %d images (%s) in %.1f s -> %s",
         len(kept.tensors.data),
@@ -203,6 +243,7 @@ def _report(
         "per_channel": p.calibrate.per_channel,
         "input": spec.describe(),
         "io_fp16": p.export.io_fp16,
+        "high_precision": p.calibrate.high_precision,
         "quantize_residual_add": p.calibrate.quantize_residual_add,
         "tensors_calibrated": len(kept.tensors.data),
         "calibrate_s": round(sum(a.seconds for a in attempts), 2),

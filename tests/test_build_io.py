@@ -1,6 +1,8 @@
 """The engine's I/O types come from the ONNX model: build_engine on stand-in TensorRT objects
 never sets a tensor's type (read-only in TensorRT 11), and its report reads the types from the
-parsed network. The stand-ins mimic the three API generations as tests/test_trt_side.py does."""
+parsed network. The stand-ins mimic the three API generations as tests/test_trt_side.py does.
+An INT8 model with an FP16 base (calibrate.high_precision: fp16) is refused before parsing
+where the parser cannot read it (8.6)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
+from stages.lib.errors import UnsupportedCombination
 from stages.lib.inputs import InputSpec
 from stages.lib.params import BuildParams, params_from_dict
+from stages.lib.quantize import with_fp16_base
 from stages.lib.trt import builder, common
 from tests.conftest import compose
 
@@ -100,7 +106,8 @@ def _fake_trt(version: str, network: _Network) -> SimpleNamespace:
         create_optimization_profile=_Profile,
         build_serialized_network=lambda _net, _cfg: b"engine bytes",
     )
-    parser = SimpleNamespace(parse_from_file=lambda _path: True, num_errors=0)
+    parsed: list[str] = []
+    parser = SimpleNamespace(parse_from_file=lambda path: parsed.append(path) or True, num_errors=0)
     trt = SimpleNamespace(
         __version__=version,
         Builder=lambda _logger: trt_builder,
@@ -117,6 +124,7 @@ def _fake_trt(version: str, network: _Network) -> SimpleNamespace:
         int32=I32,
         bool=BOOL,
         config=config,
+        parsed=parsed,
     )
     if version != "11":
         trt.IInt8EntropyCalibrator2 = object
@@ -134,6 +142,42 @@ def _no_inspector(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(builder, "engine_information", lambda *_a: {"Layers": []})
 
 
+def _qdq_model(path: Path) -> Path:
+    """A one-Q/DQ-pair model with FP32 scales at opset 17, as calibrate writes by default."""
+    h = helper
+    inits = [
+        numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "z"),
+    ]
+    nodes = [
+        h.make_node("QuantizeLinear", ["input", "s", "z"], ["q"]),
+        h.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+        h.make_node("Relu", ["dq"], ["logits"]),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 10])],
+        [h.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return _qdq_model(tmp_path / "int8.onnx")
+
+
+@pytest.fixture
+def fp16_base_model(tmp_path: Path) -> Path:
+    """The same with an FP16 base, as calibrate.high_precision: fp16 writes it (opset 19)."""
+    path = _qdq_model(tmp_path / "int8_fp16_base.onnx")
+    with_fp16_base(path, fp16_io=False)
+    return path
+
+
 def _network(in_dtype: Any = F32, out_dtype: Any = F32, raw: bool = False) -> _Network:
     shape = (-1, 32, 32, 3) if raw else (-1, 3, 32, 32)
     return _Network(_Tensor("input", in_dtype, shape), _Tensor("logits", out_dtype, (-1, 10)))
@@ -147,12 +191,12 @@ def test_io_fp16_is_not_a_build_option() -> None:
 @pytest.mark.parametrize("version,strongly", [("8.6", "auto"), ("10", "auto"), ("10", "never"), ("11", "auto")])
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_builder_never_sets_a_tensor_type(
-    build_params: BuildParams, version: str, strongly: str, precision: str
+    build_params: BuildParams, model: Path, version: str, strongly: str, precision: str
 ) -> None:
     net = _network(F16, F16)
     trt = _fake_trt(version, net)
     p = dataclasses.replace(build_params, strongly_typed=strongly)
-    result = builder.build_engine(trt, None, Path("model.onnx"), precision, p)
+    result = builder.build_engine(trt, None, model, precision, p)
     assert net.inp.dtype_writes == [] and net.out.dtype_writes == []
     assert result.report["input_dtype"] == result.report["output_dtype"] == "float16"
     assert "io_fp16" not in result.report
@@ -167,9 +211,9 @@ def test_builder_never_sets_a_tensor_type(
         (U8, F32, True, ("uint8", [-1, 32, 32, 3], "float32")),
     ],
 )
-def test_build_report_states_the_networks_io_types(build_params, in_dtype, out_dtype, raw, want) -> None:
+def test_build_report_states_the_networks_io_types(build_params, model, in_dtype, out_dtype, raw, want) -> None:
     net = _network(in_dtype, out_dtype, raw)
-    report = builder.build_engine(_fake_trt("8.6", net), None, Path("m.onnx"), "int8", build_params).report
+    report = builder.build_engine(_fake_trt("8.6", net), None, model, "int8", build_params).report
     assert (report["input_dtype"], report["io"]["input"]["shape"], report["output_dtype"]) == want
     assert report["io"]["input"]["name"] == "input" and report["io"]["output"] == {
         "name": "logits",
@@ -178,15 +222,15 @@ def test_build_report_states_the_networks_io_types(build_params, in_dtype, out_d
     }
 
 
-def test_profiles_use_the_networks_own_image_shape(build_params: BuildParams) -> None:
+def test_profiles_use_the_networks_own_image_shape(build_params: BuildParams, model: Path) -> None:
     net = _network(U8, F32, raw=True)
     trt = _fake_trt("10", net)
-    builder.build_engine(trt, None, Path("m.onnx"), "fp16", build_params)
+    builder.build_engine(trt, None, model, "fp16", build_params)
     lo, opt, hi = trt.config.profiles[-1].shapes["input"]
     assert lo[1:] == opt[1:] == hi[1:] == (32, 32, 3)
 
 
-def test_implicit_calibration_gets_batches_in_the_networks_input_format(build_params: BuildParams) -> None:
+def test_implicit_calibration_gets_batches_in_the_networks_input_format(build_params: BuildParams, model: Path) -> None:
     net = _network(U8, F32, raw=True)
     trt = _fake_trt("8.6", net)
     seen: list[InputSpec] = []
@@ -195,7 +239,7 @@ def test_implicit_calibration_gets_batches_in_the_networks_input_format(build_pa
         seen.append(spec)
         return SimpleNamespace(get_batch_size=lambda: 32)
 
-    report = builder.build_engine(trt, None, Path("m.onnx"), "int8", build_params, calibration=calibration).report
+    report = builder.build_engine(trt, None, model, "int8", build_params, calibration=calibration).report
     assert seen == [InputSpec("uint8", "NHWC", 32)]
     assert report["strongly_typed"] is False and "implicit" in report["mode"]
     assert trt.config.int8_calibrator is not None
@@ -208,3 +252,51 @@ def test_uint8_maps_to_numpy_and_unknown_types_keep_their_name() -> None:
     assert common.dtype_name(trt, trt.uint8) == "uint8"
     assert common.dtype_name(trt, trt.float16) == "float16"
     assert common.dtype_name(trt, "DataType.FP8") == "fp8"
+
+
+# -- an INT8 model with an FP16 base ----------------------------------------------------------
+
+
+def test_tensorrt_86_refuses_an_fp16_base_model_in_one_line_before_parsing(
+    build_params: BuildParams, fp16_base_model: Path
+) -> None:
+    trt = _fake_trt("8.6", _network())
+    trt.__version__ = "8.6.0"
+    with pytest.raises(UnsupportedCombination) as info:
+        builder.build_engine(trt, None, fp16_base_model, "int8", build_params)
+    message = str(info.value)
+    assert "\n" not in message and trt.parsed == []  # the parser never saw it
+    assert message == (
+        f"{fp16_base_model} is an INT8 model with an FP16 base (FP16 Q/DQ scales, opset 19; "
+        "calibrate.high_precision: fp16), which the ONNX parser of TensorRT 8.6.0 cannot read "
+        "(opsets up to 17, FP32 scales): set calibrate.high_precision: fp32, or build with TensorRT 10.x/11.x"
+    )
+
+
+def test_tensorrt_86_builds_the_fp32_base_model(build_params: BuildParams, model: Path) -> None:
+    trt = _fake_trt("8.6", _network())
+    report = builder.build_engine(trt, None, model, "int8", build_params).report
+    assert trt.parsed == [str(model)] and report["mode"] == "weakly typed, flags FP16+INT8"
+
+
+@pytest.mark.parametrize("version", ["10", "11"])
+def test_newer_parsers_get_the_fp16_base_model(build_params: BuildParams, fp16_base_model: Path, version: str) -> None:
+    """Whether TensorRT 10.x/11.x build it is not tested here (no GPU): only that it reaches the parser."""
+    trt = _fake_trt(version, _network())
+    report = builder.build_engine(trt, None, fp16_base_model, "int8", build_params).report
+    assert trt.parsed == [str(fp16_base_model)] and report["strongly_typed"] is True
+
+
+@pytest.mark.parametrize(
+    "version,parses",
+    [
+        ("8.6.0", False),
+        ("8.6.1.6", False),
+        ("9.3.0", False),
+        ("10.0.1", True),
+        ("10.16.1.11", True),
+        ("11.4.0.106", True),
+    ],
+)
+def test_fp16_qdq_parsing_is_told_by_the_version(version: str, parses: bool) -> None:
+    assert common.parses_fp16_qdq(SimpleNamespace(__version__=version)) is parses

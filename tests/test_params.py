@@ -341,6 +341,10 @@ def test_int_is_accepted_for_a_float() -> None:
             "calibrate.fallback_methods[1]: unknown value 'foo'; valid: entropy, minmax, percentile",
         ),
         (
+            lambda r: r["calibrate"].__setitem__("high_precision", "bf16"),
+            "calibrate.high_precision: unknown value 'bf16'; valid: fp32, fp16",
+        ),
+        (
             lambda r: r["data"].__setitem__("source", "s3"),
             "data.source: unknown value 's3'; valid: auto, pickle, folder, synthetic",
         ),

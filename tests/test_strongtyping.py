@@ -143,3 +143,58 @@ def test_without_the_layer_table_the_profile_rows_own_type_and_kernel_decide() -
     assert inner_q["layer"] in {r["layer"] for r in st.fp32_share(None, enriched).rows}
     bare = st.fp32_share(None, PROFILE)  # no type or kernel anywhere: the INT8 pool is not recognised
     assert "/avgpool/GlobalAveragePool [profile 1]" in {r["layer"] for r in bare.rows}
+
+
+# -- an INT8 model with an FP16 base (calibrate.high_precision: fp16) ----------------------------
+
+# What a strongly typed build of an FP16-base model could report: the float layers in FP16, the
+# Cast to the FP32 graph output in FP32, one layer without a precision. Made up, not measured.
+FP16_BASE_TABLE = [
+    {"name": "input_to_fp16 + input_fp16_QuantizeLinear" + P1, "type": "Reformat", "precision": "INT8"},
+    {
+        "name": "onnx::Conv_5 + onnx::Conv_5_QuantizeLinear + /conv1/Conv" + P1,
+        "type": "CaskConvolution",
+        "precision": "INT8",
+    },
+    {"name": "/avgpool/GlobalAveragePool_input_DequantizeLinear" + P1, "type": "Reformat", "precision": "FP16"},
+    {"name": "/avgpool/GlobalAveragePool" + P1, "type": "CaskPooling", "precision": "FP16"},
+    {"name": "/fc/Gemm" + P1, "type": "CaskGemmConvolution", "precision": "FP16", "tactic": "sm90_xmma_gemm_f16f16"},
+    {"name": "reshape_after_/fc/Gemm" + P1, "type": "NoOp", "precision": "unknown"},
+    {"name": "logits_to_fp32" + P1, "type": "Cast", "precision": "FP32"},
+]
+FP16_BASE_PROFILE = _profile(list(zip(FP16_BASE_TABLE, [0.5, 1.5, 0.01, 0.02, 0.01, 0.003, 0.002], strict=True)))
+
+
+def test_with_an_fp16_base_only_layers_reported_in_fp32_count() -> None:
+    result = st.fp32_share(FP16_BASE_TABLE, FP16_BASE_PROFILE, base="fp16")
+    assert [r["layer"] for r in result.rows] == ["logits_to_fp32" + P1]
+    assert result.untyped == ["reshape_after_/fc/Gemm" + P1]  # its precision is not reported
+    assert result.share == pytest.approx(0.002 / 2.045) and result.share_max == pytest.approx(0.005 / 2.045)
+    assert result.complete and not result.exact
+    # the same profile read as an FP32 base: every float layer would run in FP32
+    as_fp32 = st.fp32_share(FP16_BASE_TABLE, FP16_BASE_PROFILE)
+    assert len(as_fp32.rows) == 5 and as_fp32.exact and as_fp32.untyped == []
+
+
+def test_the_section_says_which_base_the_int8_model_has() -> None:
+    text = "\n".join(st.section(FP16_BASE_PROFILE, FP16_BASE_TABLE, base="fp16"))
+    assert "the INT8 model has an FP16 base (`calibrate.high_precision: fp16`)" in text
+    assert "| `logits_to_fp32 [profile 1]` | FP32 | 0.0020 | Cast op left unquantized |" in text
+    assert "**0.10% to 0.24% of layer time**: the engine does not report the precision of these float layers" in text
+    assert "with an FP16 base only Casts to or from FP32 graph I/O are expected among them" in text
+    assert "worth" not in text
+    fp32 = "\n".join(st.section(PROFILE, TABLE))
+    assert "the INT8 model has an FP32 base, `calibrate.high_precision: fp32`" in fp32
+    assert "**0.50% of layer time** (0.0225 of 4.5252 ms)" in fp32
+
+
+def test_an_fp16_base_with_nothing_in_fp32_and_an_86_profile_that_cannot_tell() -> None:
+    typed = [dict(r, precision="FP16") if r["precision"] in ("FP32", "unknown") else r for r in FP16_BASE_TABLE]
+    none = st.fp32_share(typed, FP16_BASE_PROFILE, base="fp16")
+    assert none.rows == [] and none.exact and none.share == 0.0
+    assert "**0.00% of layer time** (0.0000 of 2.0450 ms); none, as the FP16 base intends." in st.render(none)
+    # TensorRT 8.6's profile of the FP32-base model reports most float layers without a precision
+    blind = st.fp32_share(TABLE, PROFILE, base="fp16")
+    assert blind.rows == [] and blind.share == 0.0
+    assert blind.share_max == pytest.approx((0.0089 + 0.0044 + 0.0) / 4.5252)
+    assert "the layers' precisions would tell" in "\n".join(st.render(blind))

@@ -31,6 +31,7 @@ TRT_SIDE = [
     "stages.lib.trt.builder",
     "stages.lib.trt.calibrator",
     "stages.lib.trt.inspect",
+    "stages.lib.trt.onnxfile",
     "stages.lib.trt.fingerprint",
     "stages.lib.cuda",
     "stages.lib.timing",

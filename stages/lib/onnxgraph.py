@@ -122,23 +122,96 @@ def cast_io_to_fp16(model: Any) -> list[str]:
     """fp16 graph inputs and outputs wherever they are float32, through a Cast at each edge
     (TensorRT fuses them with their neighbours); returns the tensors changed. A uint8 input
     (raw pixels) stays as it is."""
+    from onnx import TensorProto
+
+    return cast_float_io(model, outer=TensorProto.FLOAT16, inner=TensorProto.FLOAT)
+
+
+def cast_float_io(model: Any, outer: int, inner: int) -> list[str]:
+    """Graph inputs and outputs of type ``inner`` become ``outer`` (ONNX float types), with a
+    Cast at each edge so the graph inside keeps ``inner``; returns the tensors changed. Other
+    types (a uint8 input) stay as they are."""
     from onnx import TensorProto, helper
 
     g, changed = model.graph, []
-    for inp in [i for i in g.input if i.type.tensor_type.elem_type == TensorProto.FLOAT]:
-        inner = f"{inp.name}_fp32"
-        _rename(g, inp.name, inner, outputs=False)
-        g.node.append(helper.make_node("Cast", [inp.name], [inner], f"{inp.name}_to_fp32", to=TensorProto.FLOAT))
-        inp.type.tensor_type.elem_type = TensorProto.FLOAT16
+    tag: dict[int, str] = {TensorProto.FLOAT: "fp32", TensorProto.FLOAT16: "fp16"}
+    for inp in [i for i in g.input if i.type.tensor_type.elem_type == inner]:
+        inside = f"{inp.name}_{tag[inner]}"
+        _rename(g, inp.name, inside, outputs=False)
+        g.node.append(helper.make_node("Cast", [inp.name], [inside], f"{inp.name}_to_{tag[inner]}", to=inner))
+        inp.type.tensor_type.elem_type = outer
         changed.append(inp.name)
-    for out in [o for o in g.output if o.type.tensor_type.elem_type == TensorProto.FLOAT]:
-        inner = f"{out.name}_fp32"
-        _rename(g, out.name, inner, outputs=True)
-        g.node.append(helper.make_node("Cast", [inner], [out.name], f"{out.name}_to_fp16", to=TensorProto.FLOAT16))
-        out.type.tensor_type.elem_type = TensorProto.FLOAT16
+    for out in [o for o in g.output if o.type.tensor_type.elem_type == inner]:
+        inside = f"{out.name}_{tag[inner]}"
+        _rename(g, out.name, inside, outputs=True)
+        g.node.append(helper.make_node("Cast", [inside], [out.name], f"{out.name}_to_{tag[outer]}", to=outer))
+        out.type.tensor_type.elem_type = outer
         changed.append(out.name)
     topological_sort(g)
     return changed
+
+
+FP16_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 scales from opset 19 on
+
+
+def default_opset(model: Any) -> int:
+    """The model's opset of the default (ai.onnx) domain."""
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def raise_opset(model: Any, opset: int) -> Any:
+    """``model`` at default-domain opset ``opset`` at least (onnx's version converter); the
+    model itself when it is there already."""
+    from onnx import version_converter
+
+    if default_opset(model) >= opset:
+        return model
+    try:
+        return version_converter.convert_version(model, opset)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise OnnxModelError(f"cannot raise the model from opset {default_opset(model)} to {opset} ({first})") from exc
+
+
+def float_to_fp16(model: Any) -> int:
+    """Every float32 tensor of ``model`` becomes float16, in place: initializers, Constant
+    values, Casts to float, value_info and graph I/O (integer tensors such as zero points and
+    shapes stay). Values beyond float16's range are clamped to it, and non-zero ones below its
+    smallest subnormal become that subnormal (so no scale turns 0); returns how many values
+    were clamped. Type-checking the result (onnx.checker, full) catches an op that needs float32."""
+    from onnx import TensorProto, numpy_helper
+
+    fp32, fp16 = TensorProto.FLOAT, TensorProto.FLOAT16
+    g, clamped = model.graph, 0
+
+    def convert(tensor: Any) -> None:
+        nonlocal clamped
+        array, n = _fp16_values(numpy_helper.to_array(tensor))
+        tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+        clamped += n
+
+    for init in [t for t in g.initializer if t.data_type == fp32]:
+        convert(init)
+    for node in g.node:
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == fp32:
+                attr.i = fp16
+            elif node.op_type == "Constant" and attr.name == "value" and attr.t.data_type == fp32:
+                convert(attr.t)
+    for value in [*g.input, *g.output, *g.value_info]:
+        if value.type.tensor_type.elem_type == fp32:
+            value.type.tensor_type.elem_type = fp16
+    return clamped
+
+
+def _fp16_values(array: np.ndarray) -> tuple[np.ndarray, int]:
+    """``array`` in float16, clamped as :func:`float_to_fp16` says, and how many values were."""
+    info = np.finfo(np.float16)
+    tiny = float(info.smallest_subnormal)
+    big = np.abs(array) > float(info.max)
+    small = (array != 0) & (np.abs(array) < tiny)
+    out = np.where(small, np.copysign(tiny, array), np.clip(array, -float(info.max), float(info.max)))
+    return out.astype(np.float16), int(big.sum() + small.sum())
 
 
 def _rename(graph: Any, old: str, new: str, outputs: bool) -> None:

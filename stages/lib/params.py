@@ -20,6 +20,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("pytorch", "torch_compile", "onnxruntime", "tensorrt")
 ARCHS = ("resnet18", "resnet50")
 CALIBRATION_METHODS = ("entropy", "minmax", "percentile")
+HIGH_PRECISIONS = ("fp32", "fp16")  # calibrate.high_precision: the Q/DQ model's float type
 DATA_SOURCES = ("auto", "pickle", "folder", "synthetic")
 DEVICES = ("cuda", "cpu")
 SERVED_BACKENDS = ("tensorrt", "onnxruntime")  # the runners a Triton server can host
@@ -91,6 +92,7 @@ class CalibrateParams:
     float_nodes: list[str]  # regexes on Conv node names kept out of INT8
     min_agreement: float  # below it: try fallback_methods, then warn
     fallback_methods: list[str]  # tried in order while agreement stays below min_agreement
+    high_precision: str  # fp32 | fp16: the float type of what the Q/DQ nodes leave unquantized
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from .params import (
     CALIBRATION_METHODS,
     DATA_SOURCES,
     DEVICES,
+    HIGH_PRECISIONS,
     PRECISIONS,
     SERVED_BACKENDS,
     CalibrateParams,
@@ -52,6 +53,7 @@ def _name_problems(p: Params) -> list[str]:
         *_one_of("model.arch", p.model.arch, ARCHS),
         *_one_of("data.source", p.data.source, DATA_SOURCES),
         *_one_of("calibrate.method", p.calibrate.method, CALIBRATION_METHODS),
+        *_one_of("calibrate.high_precision", p.calibrate.high_precision, HIGH_PRECISIONS),
         *_one_of("export.exporter", p.export.exporter, ("torchscript", "dynamo")),
     ]
     if p.export.opset < 17:

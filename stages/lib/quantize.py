@@ -1,7 +1,7 @@
 """INT8 ranges and Q/DQ placement with ONNX Runtime's quantization tools (the calibrate
 stage's machinery): a calibrator over preprocessed batches, the ranges it finds, and the Q/DQ
 model TensorRT fuses (symmetric INT8, per-channel weights, float bias, Q/DQ on Conv inputs and
-on residual skips, optionally around the average pool)."""
+on residual skips, optionally around the average pool), with an FP32 or an FP16 base."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ import numpy as np
 
 from .errors import OnnxModelError
 from .io import atomic_path
-from .onnxgraph import cast_io_to_fp16, quantize_pools, quantize_skip_inputs
+from .onnxgraph import (
+    FP16_QDQ_OPSET,
+    cast_float_io,
+    cast_io_to_fp16,
+    float_to_fp16,
+    quantize_pools,
+    quantize_skip_inputs,
+    raise_opset,
+)
 from .params import CalibrateParams
 from .progress import progress
 
@@ -158,6 +166,27 @@ def with_fp16_io(path: Path) -> None:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         raise OnnxModelError(f"{path}: the Q/DQ model with fp16 I/O fails onnx.checker ({exc})") from exc
+
+
+def with_fp16_base(path: Path, fp16_io: bool) -> int:
+    """Rewrite the Q/DQ model at ``path`` with an FP16 base (calibrate.high_precision: fp16), in
+    place: opset 19 (FP16 Q/DQ scales), every float tensor FP16, and graph I/O as before through
+    Casts at the edges, or fp16 I/O with ``fp16_io`` (export.io_fp16). The Q/DQ nodes and the
+    ranges stay; returns how many values were clamped to float16's range."""
+    import onnx
+    from onnx import TensorProto
+
+    model = raise_opset(load_onnx(path), FP16_QDQ_OPSET)
+    clamped = float_to_fp16(model)
+    if not fp16_io:
+        cast_float_io(model, outer=TensorProto.FLOAT, inner=TensorProto.FLOAT16)
+    onnx.save(model, str(path))
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = str(exc).splitlines()[0]
+        raise OnnxModelError(f"{path}: the Q/DQ model with an FP16 base fails onnx.checker ({first})") from exc
+    return clamped
 
 
 def amax_by_tensor(tensors: Any) -> dict[str, float]:

@@ -31,6 +31,11 @@ def _calibration_check(cal: dict[str, Any]) -> str:
             f"Q/DQ top-1 agreement with FP32 {100 * cal['qdq_top1_agreement_vs_fp32']:.1f}% "
             f"on {cal.get('agreement_images')} calibration images (ONNX Runtime)"
         )
+    if cal.get("high_precision") == "fp16":
+        parts.append(
+            "FP16 base (`calibrate.high_precision: fp16`): top-1 agreement with FP32 "
+            f"{100 * cal['fp16_base_top1_agreement_vs_fp32']:.1f}%"
+        )
     dropped = [a for a in cal.get("attempts", []) if a.get("method") != cal.get("method")]
     if dropped:  # calibrate.fallback_methods ran: what the other methods reached
         parts.append(
@@ -108,7 +113,8 @@ def summary_markdown(c: Collected, plots_dir: Path, extra: list[str] | None = No
         layer = tables.layer_tables(c)
         if layer:
             lines += ["", "## Ten slowest layers per engine"] + layer
-    lines += strongtyping.section(c.layers.get("int8"))
+    # a calibrate.json without high_precision comes from an INT8 model with an FP32 base
+    lines += strongtyping.section(c.layers.get("int8"), base=c.calibrate.get("high_precision", "fp32"))
     lines += extra or []
     plots = sorted(f"{plots_dir.name}/{f.name}" for f in plots_dir.glob("*.png"))
     if plots:

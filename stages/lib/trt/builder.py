@@ -7,6 +7,9 @@ are set instead. The INT8 implicit calibrator is offered where the API still has
 The engine's I/O types are the ONNX model's (uint8 raw pixels, fp16 with ``export.io_fp16``):
 the builder never sets a tensor's type (read-only in TensorRT 11), and the report states the
 types it reads from the parsed network.
+
+An INT8 model with an FP16 base (``calibrate.high_precision: fp16``: FP16 Q/DQ scales, opset
+19) is refused in one line on a TensorRT whose parser cannot read it (8.6), before parsing.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineError, OnnxModelError
+from ..errors import EngineError, OnnxModelError, UnsupportedCombination
 from ..inputs import InputSpec
 from ..params import BuildParams
 from . import common
 from .inspect import engine_information, parse_layers
+from .onnxfile import read_facts
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ def build_engine(
     (its batches in the model's input format); None for the Q/DQ or float models.
     """
     strongly = p.strongly_typed == "auto" and common.has_strongly_typed(trt) and calibration is None
+    refuse_unparsable(trt, onnx_path)
     builder, network, parser = _parse(trt, logger, onnx_path, strongly)
     config, mode, calibrator = _configure(trt, builder, network, precision, p, strongly, calibration)
     cache = None
@@ -99,6 +104,20 @@ def build_engine(
         "timing_cache_bytes_after": len(new_cache or b""),
     }
     return BuildResult(engine_bytes, new_cache, report, layers, inspector)
+
+
+def refuse_unparsable(trt: Any, onnx_path: Path) -> None:
+    """UnsupportedCombination for an INT8 model with an FP16 base (FP16 Q/DQ scales) where this
+    TensorRT's ONNX parser cannot read one; decided from the model, whatever the params say."""
+    if common.parses_fp16_qdq(trt):
+        return
+    facts = read_facts(onnx_path)
+    if facts.fp16_qdq:
+        raise UnsupportedCombination(
+            f"{onnx_path} is an INT8 model with an FP16 base (FP16 Q/DQ scales, opset {facts.opset}; "
+            f"calibrate.high_precision: fp16), which the ONNX parser of TensorRT {trt.__version__} cannot read "
+            "(opsets up to 17, FP32 scales): set calibrate.high_precision: fp32, or build with TensorRT 10.x/11.x"
+        )
 
 
 def _parse(trt: Any, logger: Any, onnx_path: Path, strongly: bool) -> tuple[Any, Any, Any]:

@@ -50,6 +50,14 @@ def has_strongly_typed(trt: Any) -> bool:
     return hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
 
 
+def parses_fp16_qdq(trt: Any) -> bool:
+    """Whether this TensorRT's ONNX parser reads Q/DQ nodes with FP16 scales, which ONNX allows
+    from opset 19 on: 10.x and later (10.0's parser takes opsets 9 to 20). 8.6's takes opsets
+    up to 17, where Q/DQ scales are FP32 only."""
+    major = str(trt.__version__).split(".", 1)[0]
+    return major.isdigit() and int(major) >= 10
+
+
 def has_precision_flags(trt: Any) -> bool:
     """FP16/INT8 builder flags (deprecated in 10.x, removed in 11.x)."""
     return hasattr(trt.BuilderFlag, "FP16") and hasattr(trt.BuilderFlag, "INT8")
