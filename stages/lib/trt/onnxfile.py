@@ -52,12 +52,7 @@ def read_facts(path: Path) -> OnnxFacts:
 
 
 def _default_opset(entry: memoryview) -> int:
-    domain, version = "", 0
-    for field, value in _fields(entry):
-        if field == _OPSET_DOMAIN and isinstance(value, memoryview):
-            domain = bytes(value).decode()
-        elif field == _OPSET_VERSION and isinstance(value, int):
-            version = value
+    domain, version = _text_and_number(entry, _OPSET_DOMAIN, _OPSET_VERSION)
     return version if domain in ("", "ai.onnx") else 0
 
 
@@ -71,7 +66,7 @@ def _scale_types(graph: memoryview) -> list[int]:
             if scale:
                 scales.add(scale)
         elif field == _GRAPH_INITIALIZER and isinstance(value, memoryview):
-            name, dtype = _name_and_type(value)
+            name, dtype = _text_and_number(value, _TENSOR_NAME, _TENSOR_DATA_TYPE)
             types[name] = dtype
     return [types[s] for s in scales if s in types]
 
@@ -91,14 +86,15 @@ def _qdq_scale(node: memoryview) -> str | None:
     return inputs[1] if op_type in _QDQ and domain in ("", "ai.onnx") and len(inputs) > 1 else None
 
 
-def _name_and_type(tensor: memoryview) -> tuple[str, int]:
-    name, dtype = "", 0
-    for field, value in _fields(tensor):
-        if field == _TENSOR_NAME and isinstance(value, memoryview):
-            name = bytes(value).decode()
-        elif field == _TENSOR_DATA_TYPE and isinstance(value, int):
-            dtype = value
-    return name, dtype
+def _text_and_number(message: memoryview, text_field: int, number_field: int) -> tuple[str, int]:
+    """One string field and one varint field of a message ("" and 0 where absent)."""
+    text, number = "", 0
+    for field, value in _fields(message):
+        if field == text_field and isinstance(value, memoryview):
+            text = bytes(value).decode()
+        elif field == number_field and isinstance(value, int):
+            number = value
+    return text, number
 
 
 def _fields(buf: memoryview) -> Iterator[tuple[int, int | memoryview | None]]:
