@@ -145,11 +145,18 @@ def finish(job: _Job, kept: Attempt) -> dict[str, Any]:
     its report entries: its opset and, with an FP16 base, its agreement with FP32 and how many
     values were clamped to float16's range."""
     p = job.p
-    if p.calibrate.high_precision != "fp16":
+    if p.calibrate.high_precision == "fp16":
+        fp16 = _fp16_base(job, kept)
+    else:
         if p.export.io_fp16:
             with_fp16_io(kept.path)
-        opset = default_opset(load_onnx(kept.path))
-        return {"onnx_opset": opset, "fp16_base_top1_agreement_vs_fp32": None, "fp16_values_clamped": 0}
+        fp16 = {"fp16_base_top1_agreement_vs_fp32": None, "fp16_values_clamped": 0}
+    return {"onnx_opset": default_opset(load_onnx(kept.path)), **fp16}
+
+
+def _fp16_base(job: _Job, kept: Attempt) -> dict[str, Any]:
+    """The kept Q/DQ model given an FP16 base in place, checked against FP32 again."""
+    p = job.p
     clamped = with_fp16_base(kept.path, fp16_io=p.export.io_fp16)
     agreement = qdq_agreement(job.onnx, kept.path, job.check, p, job.device)
     log.info(
@@ -166,11 +173,7 @@ def finish(job: _Job, kept: Attempt) -> dict[str, Any]:
             100 * kept.agreement,
             100 * p.calibrate.min_agreement,
         )
-    return {
-        "onnx_opset": default_opset(load_onnx(kept.path)),
-        "fp16_base_top1_agreement_vs_fp32": round(agreement, 4),
-        "fp16_values_clamped": clamped,
-    }
+    return {"fp16_base_top1_agreement_vs_fp32": round(agreement, 4), "fp16_values_clamped": clamped}
 
 
 def run(args: argparse.Namespace) -> None:

@@ -24,7 +24,7 @@ from .lib.cli import run_main
 from .lib.errors import BackendUnavailable, OnnxModelError, ParityError
 from .lib.io import atomic_path, write_json
 from .lib.models import RawPixels, load_checkpoint
-from .lib.onnxgraph import topological_sort
+from .lib.onnxgraph import check_onnx, topological_sort
 from .lib.params import Params, load_params
 from .lib.runners.ort_runner import available_device, reference_runner
 
@@ -96,15 +96,6 @@ def export_fp16(src: Path, dest: Path, io_fp16: bool = False) -> None:
     with atomic_path(dest) as tmp:
         onnx.save(model16, str(tmp))
         check_onnx(tmp, name=str(dest))
-
-
-def check_onnx(path: Path, name: str | None = None) -> None:
-    import onnx
-
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.shape_inference.InferenceError, OSError) as exc:
-        raise OnnxModelError(f"{name or path}: fails onnx.checker ({str(exc).splitlines()[0]})") from exc
 
 
 def compare(

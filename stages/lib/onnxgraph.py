@@ -151,6 +151,17 @@ def cast_float_io(model: Any, outer: int, inner: int) -> list[str]:
     return changed
 
 
+def check_onnx(path: Any, name: str | None = None) -> None:
+    """onnx.checker's full check (types and shapes) of the model file at ``path``, as one
+    OnnxModelError line naming ``name`` (the path by default)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.shape_inference.InferenceError, OSError) as exc:
+        raise OnnxModelError(f"{name or path}: fails onnx.checker ({str(exc).splitlines()[0]})") from exc
+
+
 FP16_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 scales from opset 19 on
 
 

@@ -18,6 +18,7 @@ from .onnxgraph import (
     FP16_QDQ_OPSET,
     cast_float_io,
     cast_io_to_fp16,
+    check_onnx,
     float_to_fp16,
     quantize_pools,
     quantize_skip_inputs,
@@ -181,11 +182,7 @@ def with_fp16_base(path: Path, fp16_io: bool) -> int:
     if not fp16_io:
         cast_float_io(model, outer=TensorProto.FLOAT, inner=TensorProto.FLOAT16)
     onnx.save(model, str(path))
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).splitlines()[0]
-        raise OnnxModelError(f"{path}: the Q/DQ model with an FP16 base fails onnx.checker ({first})") from exc
+    check_onnx(path, name=f"{path} (the Q/DQ model with an FP16 base)")
     return clamped
 
 
