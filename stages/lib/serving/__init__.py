@@ -4,4 +4,6 @@
 The modules the serving interpreter runs (server, load, spec) import only the standard
 library, numpy and pyyaml at module level (PyTriton and tritonclient inside functions), and
 run under Python 3.10 with numpy < 2.
+
+May import: core, runners.
 """

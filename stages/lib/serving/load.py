@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from ..cli import run_main
-from ..errors import ServingError
-from ..io import read_json, write_json
+from ..core.cli import run_main
+from ..core.errors import ServingError
+from ..core.io import read_json, write_json
 from .process import TOKEN_ENV
 from .spec import ModelSpec, TensorSpec
 
