@@ -99,6 +99,7 @@ def make_tiny_repo(root: Path, extra: list[str], env: dict[str, str] | None = No
     r.git("init", "-q")
     r.dvc("init", "-q")
     r.dvc("config", "hydra.enabled", "True")
+    shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots")  # the custom plot templates
     # what `make params` does
     r.run(
         sys.executable,

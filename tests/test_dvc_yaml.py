@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 import re
 import shlex
@@ -222,10 +223,15 @@ MODEL_INDEPENDENT = {"artifacts/fingerprint.json", "artifacts/params-valid.json"
 
 
 def test_validate_runs_first_and_tracks_all_of_params_yaml() -> None:
-    """Every other stage but probe (which reads no params) depends on validate's output."""
+    """Every other stage but probe (which reads no params) depends on validate's output, and
+    validate on params.yaml as a file: any change reruns it, and no stage declares the whole
+    file as params, so `dvc exp show --param-deps` lists only the params stages use."""
     out = "artifacts/params-valid.json"
     assert _paths(STAGES["validate"]["outs"]) == [out]
-    assert STAGES["validate"]["params"] == [{"params.yaml": None}]
+    assert "params.yaml" in _paths(STAGES["validate"]["deps"])
+    assert "params" not in STAGES["validate"]
+    for name, stage in STAGES.items():
+        assert {"params.yaml": None} not in stage.get("params", []), f"{name} takes all of params.yaml"
     for name, stage in STAGES.items():
         if name not in ("validate", "probe"):
             assert out in _paths(stage.get("deps")), f"{name} does not wait for validate"
@@ -266,9 +272,31 @@ def test_top_level_plots_resolve() -> None:
             assert entry in outputs, entry
         else:
             ((_, spec),) = entry.items()
-            for path, cols in spec["y"].items():
-                assert path in outputs, path
-                assert "test_top1" in cols
+            for path in spec["y"]:
+                made = path in outputs or any(path.startswith(o + "/") for o in outputs)
+                assert made, path
+
+
+def test_only_the_curated_metrics_file_is_a_metric() -> None:
+    """Per-stage records are untracked outputs (cache: false), not metrics: `dvc exp show`
+    and `dvc metrics diff` see reports/<model>/metrics.json alone."""
+    model = PARAMS["model"]["name"]
+    declared = [(name, p) for name, stage in STAGES.items() for p in _paths(stage.get("metrics"))]
+    assert declared == [("report", f"reports/{model}/metrics.json")]
+    assert "metrics" not in DVC_YAML  # no top-level metrics either
+
+
+def test_data_plots_use_dvc_templates() -> None:
+    """The throughput and top-1 plots are data plots (overlaid across revisions by
+    `dvc plots diff`), their custom template exists, and the PNG folder stays."""
+    plots = {next(iter(e)) if isinstance(e, dict) else e: e for e in DVC_YAML["plots"]}
+    throughput = plots["throughput_by_batch"]["throughput_by_batch"]
+    assert (throughput["x"], list(throughput["y"].values())) == ("batch_size", ["throughput_ips"])
+    template = json.loads((ROOT / ".dvc" / "plots" / f"{throughput['template']}.json").read_text())
+    assert template["encoding"]["color"]["field"] == "series"
+    top1 = plots["top1"]["top1"]
+    assert (top1["template"], top1["x"], list(top1["y"].values())) == ("bar_horizontal", "top1", ["series"])
+    assert "reports/${model.name}/plots" in plots
 
 
 # -- dvc itself ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from stages.lib.core.io import write_csv, write_json
+from stages.lib.report.results import ran as record_ran
 from tests.conftest import ROOT, TINY, compose, copy_files, run_stage
 
 MODEL = "resnet18_cifar"
@@ -358,6 +359,7 @@ def build_model_dir(root: Path, name: str) -> dict[str, Any]:
             rec: dict[str, Any] = {"status": "ok", "runtime": {"backend": backend}}
             if gpu:
                 rec["device_mem_mb"] = 100.0 + len(backend)
+                rec["gpu"] = {"name": "NVIDIA H100 80GB HBM3", "index": 2, "uuid": "GPU-22"}
                 rows.append(
                     {
                         "batch_size": max(spec),
@@ -612,17 +614,17 @@ def test_performance_targets_in_metrics_json(on_gpu: Ran, on_cpu: Ran) -> None:
     m = {k: v for k, v in on_gpu.metrics.items() if k.startswith("target_")}
     assert m == {
         "target_int8_throughput_ips": 102400.0,
-        "target_int8_throughput_ips_met": False,
+        "target_int8_throughput_ips_met": 0,
         "target_int8_bs1_latency_ms": 0.21,
-        "target_int8_bs1_latency_ms_met": False,
+        "target_int8_bs1_latency_ms_met": 0,
         "target_int8_top1_drop_points": 1.3,
-        "target_int8_top1_drop_points_met": False,
+        "target_int8_top1_drop_points_met": 0,
         "target_fp32_pipelined_vs_compute_ratio": 1.9219,
-        "target_fp32_pipelined_vs_compute_ratio_met": True,
+        "target_fp32_pipelined_vs_compute_ratio_met": 1,
         "target_fp16_pipelined_vs_compute_ratio": 0.8008,
-        "target_fp16_pipelined_vs_compute_ratio_met": False,
+        "target_fp16_pipelined_vs_compute_ratio_met": 0,
         "target_int8_pipelined_vs_compute_ratio": 0.4004,
-        "target_int8_pipelined_vs_compute_ratio_met": False,
+        "target_int8_pipelined_vs_compute_ratio_met": 0,
     }
     assert not [k for k in on_cpu.metrics if k.startswith("target_")]  # not checked in the cpu profile
 
@@ -706,46 +708,70 @@ def test_plots_differ_between_runs(on_gpu: Ran, on_cpu: Ran) -> None:
 
 
 @pytest.mark.parametrize("name", ["on_gpu", "on_cpu"])
-def test_metrics_json_is_flat_snake_case(name: str, request: pytest.FixtureRequest) -> None:
+def test_metrics_json_is_flat_snake_case_numbers(name: str, request: pytest.FixtureRequest) -> None:
     ran: Ran = request.getfixturevalue(name)
     assert ran.metrics, "metrics.json is empty"
     for key, value in ran.metrics.items():
         assert re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+)*", key), key
-        assert not isinstance(value, (dict, list)), f"{key} is nested: {value!r}"
+        # numbers only: no strings, no nesting, flags as 0/1 (JSON true/false are not numbers here)
+        assert type(value) in (int, float), f"{key} is not a number: {value!r}"
 
 
 def test_metrics_json_values(on_gpu: Ran, on_cpu: Ran) -> None:
     m = on_gpu.metrics
-    assert m["tensorrt_int8_top1"] == 92.8
-    assert m["onnxruntime_int8_top1"] == 93.9
-    assert m["pytorch_fp32_top1"] == 94.12
-    assert m["tensorrt_fp16_top1"] == 94.08
+    assert m["top1_tensorrt_int8"] == 92.8
+    assert m["top1_onnxruntime_int8"] == 93.9
+    assert m["top1_pytorch_fp32"] == 94.12
+    assert m["top1_tensorrt_fp16"] == 94.08
+    assert m["int8_top1_drop_pts"] == 1.3  # the worst INT8 backend: TensorRT, 94.10 -> 92.80
+    assert "fp32_top1_drop_pts" not in m
+    assert m["gate_passed"] == 0 and m["gate_failed_checks"] == 1  # as the gate stage finds
     assert m["train_test_top1"] == 94.12 and m["train_wall_s"] == 321.0
-    assert m["synthetic_data"] is False
-    assert m["tensorrt_int8_compute_bs1_latency_ms_p50"] == 0.21
-    assert m["tensorrt_int8_compute_throughput_ips_max"] == 102400.0
-    assert m["tensorrt_int8_end_to_end_throughput_ips_max"] == 51200.0
-    assert m["tensorrt_int8_pipelined_throughput_ips_max"] == 41000.0
-    assert m["tensorrt_int8_concurrent_throughput_ips_max"] == 110000.0
-    assert "pytorch_fp32_concurrent_throughput_ips_max" not in m
-    assert m["torch_compile_fp16_compute_bs1_latency_ms_p50"] == 0.9
-    for missing in (
-        "pytorch_int8_top1",
-        "torch_compile_fp32_top1",
-        "torch_compile_int8_compute_bs1_latency_ms_p50",
-    ):
+    assert m["synthetic_data"] == 0
+    assert m["ms_p50_tensorrt_int8_b1"] == 0.21
+    assert m["ips_tensorrt_int8_best"] == 102400.0
+    assert m["ips_tensorrt_int8_e2e_best"] == 51200.0
+    assert m["ips_tensorrt_int8_pipelined_best"] == 41000.0
+    assert m["ips_tensorrt_int8_concurrent_best"] == 110000.0
+    assert "ips_pytorch_fp32_concurrent_best" not in m
+    assert m["ms_p50_torch_compile_fp16_b1"] == 0.9
+    for missing in ("top1_pytorch_int8", "top1_torch_compile_fp32", "ms_p50_torch_compile_int8_b1"):
         assert missing not in m
-    # one top-1 per evaluated backend x precision, nothing else ends in _top1 but the training one
-    evaluated = {f"{b}_{p}_top1" for p, e in on_gpu.sc["evals"].items() for b, r in e.items() if r["status"] == "ok"}
-    assert {k for k in m if k.endswith("_top1")} == evaluated | {"train_test_top1"}
+    # one top-1 per evaluated backend x precision
+    evaluated = {f"top1_{b}_{p}" for p, e in on_gpu.sc["evals"].items() for b, r in e.items() if r["status"] == "ok"}
+    assert {k for k in m if k.startswith("top1_")} == evaluated
 
     c = on_cpu.metrics
-    assert c["synthetic_data"] is True
-    assert c["onnxruntime_int8_top1"] == 22.66 and c["pytorch_fp32_top1"] == 23.44
-    assert c["pytorch_fp32_compute_bs1_latency_ms_p50"] == 230.0
-    assert c["onnxruntime_fp32_compute_throughput_ips_max"] == round(4 / 90.0 * 1000.0, 1)
-    assert not [k for k in c if k.startswith("tensorrt_") or "_fp16_" in k]
-    assert not [k for k in c if "end_to_end" in k or "pipelined" in k or "concurrent" in k]
+    assert c["synthetic_data"] == 1
+    assert c["top1_onnxruntime_int8"] == 22.66 and c["top1_pytorch_fp32"] == 23.44
+    assert c["int8_top1_drop_pts"] == 0.78 and c["gate_passed"] == 0
+    assert c["ms_p50_pytorch_fp32_b1"] == 230.0
+    assert c["ips_onnxruntime_fp32_best"] == round(4 / 90.0 * 1000.0, 1)
+    assert not [k for k in c if "_tensorrt_" in k or "_fp16_" in k or k.startswith("gpu_index")]
+    assert not [k for k in c if "e2e" in k or "pipelined" in k or "concurrent" in k]
+
+
+def test_metrics_json_names_the_benchmark_gpu(on_gpu: Ran) -> None:
+    """gpu_index_<precision>: nvidia-smi's index of the GPU each precision was benchmarked on."""
+    indexes = {
+        p: rec["gpu"]["index"] for p, by in on_gpu.sc["bench_summary"].items() for rec in by.values() if record_ran(rec)
+    }
+    assert indexes, "the scenario benchmarks nothing on a GPU"
+    assert {k: v for k, v in on_gpu.metrics.items() if k.startswith("gpu_index_")} == {
+        f"gpu_index_{p}": i for p, i in indexes.items()
+    }
+
+
+def test_data_plots_hold_one_series_per_backend_and_precision(on_gpu: Ran) -> None:
+    throughput = json.loads((on_gpu.d / "plot_data" / "throughput.json").read_text())
+    series = {r["series"] for r in throughput}
+    benched = {f"{r['backend']} {r['precision']}" for rows in on_gpu.sc["records"].values() for r in rows}
+    assert series == benched
+    trt = [(r["batch_size"], r["throughput_ips"]) for r in throughput if r["series"] == "tensorrt int8"]
+    assert trt == sorted(trt) and (256, 102400.0) in trt  # compute mode only, by batch size
+    top1 = json.loads((on_gpu.d / "plot_data" / "top1.json").read_text())
+    assert {"series": "tensorrt int8", "top1": 92.8} in top1
+    assert len(top1) == len([k for k in on_gpu.metrics if k.startswith("top1_")])
 
 
 def test_report_follows_the_precisions_in_params(tmp_path: Path) -> None:
@@ -761,8 +787,8 @@ def test_report_follows_the_precisions_in_params(tmp_path: Path) -> None:
     accuracy = _section(md, "Accuracy (full test split)")
     assert "| tensorrt | INT8 | 92.80 |" in accuracy
     assert "| FP32 |" not in accuracy and "| FP16 |" not in accuracy
-    assert metrics["tensorrt_int8_top1"] == 92.8
-    assert not [k for k in metrics if "_fp32_" in k or "_fp16_" in k]
+    assert metrics["top1_tensorrt_int8"] == 92.8
+    assert not [k for k in metrics if "_fp32" in k or "_fp16" in k]
 
 
 def test_report_without_fingerprint_or_meta_still_writes(tmp_path: Path) -> None:
@@ -773,7 +799,7 @@ def test_report_without_fingerprint_or_meta_still_writes(tmp_path: Path) -> None
     md = (tmp_path / D / "summary.md").read_text()
     assert f"- Where: {MODEL}, profile cpu, no CUDA GPU, no TensorRT" in md
     assert "SYNTHETIC" not in md  # nothing says so without the data meta
-    assert json.loads((tmp_path / D / "metrics.json").read_text())["synthetic_data"] is False
+    assert json.loads((tmp_path / D / "metrics.json").read_text())["synthetic_data"] == 0
 
 
 def test_report_reads_only_declared_inputs(tmp_path: Path) -> None:

@@ -78,15 +78,15 @@ H200 = {"name": "NVIDIA H200", "index": 1, "uuid": "GPU-ffee"}
 CPU = {"name": "cpu", "index": None, "uuid": None}
 
 
-def _bench(backend: str, ips: float, gpu: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    rec = {"status": "ok", "compute_throughput_ips_max": ips, "compute_throughput_batch": 256, "gpu": gpu}
-    return {backend: {**rec, "compute_bs1_latency_ms_p50": 1000.0 / ips, **extra}}
+def _curated(prec: str, backend: str, ips: float, top1: float | None = None) -> dict[str, float]:
+    """A backend's keys of a curated metrics.json (stages/lib/report/curated.py)."""
+    m = {f"ips_{backend}_{prec}_best": ips, f"ms_p50_{backend}_{prec}_b1": 1000.0 / ips}
+    return m | ({f"top1_{backend}_{prec}": top1} if top1 is not None else {})
 
 
-def _exp(name: str, method: str, benches: dict[str, dict[str, Any]], top1: dict[str, float], state: str) -> Any:
-    metrics = {f"{D}/metrics.json": {"data": top1}}
-    metrics.update({f"{D}/bench/{prec}.json": {"data": {"precision": prec, **b}} for prec, b in benches.items()})
-    params = {"model": {"name": MODEL}, "precisions": sorted(benches), "calibrate": {"method": method, "x": 1}}
+def _exp(name: str, method: str, curated: dict[str, float], state: str) -> Any:
+    metrics = {f"{D}/metrics.json": {"data": curated}}
+    params = {"model": {"name": MODEL}, "precisions": ["int8"], "calibrate": {"method": method, "x": 1}}
     rev = {"rev": f"rev-{name}", "name": name, "error": None}
     rev["data"] = {"timestamp": "2026-12-01T10:00:05", "params": {"params.yaml": {"data": params}}, "metrics": metrics}
     return {"name": name, "executor": {"state": state}, "revs": [rev]}
@@ -96,15 +96,16 @@ def _show() -> list[dict[str, Any]]:
     a = _exp(
         "s-1",
         "minmax",
-        {"int8": {**_bench("tensorrt", 90000.0, H200), **_bench("onnxruntime", 99000.0, H200)}},
-        {"tensorrt_int8_top1": 93.0, "onnxruntime_int8_top1": 93.1},
+        _curated("int8", "tensorrt", 90000.0, 93.0)
+        | _curated("int8", "onnxruntime", 99000.0, 93.1)
+        | {"gpu_index_int8": 1},
         "success",
     )
     b = _exp(
         "s-2",
         "entropy",
-        {"int8": {**_bench("onnxruntime", 20.0, CPU), **_bench("pytorch", 30.0, CPU)}},
-        {"onnxruntime_int8_top1": 92.0},  # pytorch has no top-1 here: not a headline candidate
+        # pytorch has no top-1 here: not a headline candidate; no gpu_index: the CPU
+        _curated("int8", "onnxruntime", 20.0, 92.0) | _curated("int8", "pytorch", 30.0),
         "success",
     )
     return [{"rev": "workspace", "experiments": None}, {"rev": "base", "experiments": [a, b]}]
@@ -132,7 +133,7 @@ def _manifest(jobs: int, wall: float) -> dict[str, Any]:
 def test_exp_show_output_becomes_one_row_per_point_and_precision() -> None:
     found = sweeps.experiments(_show())
     assert found["s-1"]["state"] == "success" and found["s-2"]["params"]["calibrate"]["method"] == "entropy"
-    rows = sweeps.point_rows(sweeps.points(_manifest(1, 10.0), found))
+    rows = sweeps.point_rows(sweeps.points(_manifest(1, 10.0), found), _manifest(1, 10.0))
     by_exp = {r["experiment"]: r for r in rows}
     assert by_exp["s-1"]["backend"] == "tensorrt"  # TensorRT where it ran, even if another is faster
     assert by_exp["s-1"]["throughput_ips"] == 90000.0 and by_exp["s-1"]["top1"] == 93.0
@@ -146,13 +147,14 @@ def test_report_writes_the_table_the_figures_and_the_plot(tmp_path: Path) -> Non
     sweeps.write_report(_manifest(2, 12.5), sweeps.experiments(_show()), tmp_path)
     md = (tmp_path / "summary.md").read_text()
     assert "| experiment | state | calibrate.method | precision | backend | top1 |" in md
-    assert "| s-1 | success | minmax | int8 | tensorrt | 93 | 9e+04 | 256 | NVIDIA H200 |" in md
+    assert "| s-1 | success | minmax | int8 | tensorrt | 93 | 9e+04 | NVIDIA H200 |" in md
     assert "Wall time: 12.5 s" in md and "2 at a time" in md and "1 missing, 2 success" in md
     figures = (tmp_path / "figures.csv").read_text().splitlines()
     assert figures[0] == "experiment,label,precision,backend,figure,value,gpu,gpu_index,gpu_uuid"
     trt = "s-1,calibrate.method=minmax,int8,tensorrt"
-    assert f"{trt},compute_throughput_ips_max,90000.0,NVIDIA H200,1,GPU-ffee" in figures
-    assert len(figures) == 1 + 4 * 2  # 4 backend records x 2 figures each
+    assert f"{trt},ips_tensorrt_int8_best,90000.0,NVIDIA H200,1,GPU-ffee" in figures
+    assert "s-2,calibrate.method=entropy,int8,pytorch,ips_pytorch_int8_best,30.0,cpu,," in figures
+    assert len(figures) == 1 + 4 * 2  # 4 backends x 2 curated speed figures each
     assert (tmp_path / sweeps.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -163,17 +165,15 @@ def test_comparison_gives_the_speedup_and_each_figures_difference(tmp_path: Path
     write_json(one / "sweep.json", _manifest(1, 400.0))
     sweeps.write_report(_manifest(1, 400.0), sweeps.experiments(_show()), one)
     show = _show()
-    trt = show[1]["experiments"][0]["revs"][0]["data"]["metrics"][f"{D}/bench/int8.json"]["data"]["tensorrt"]
-    trt["compute_throughput_ips_max"] = 99000.0  # 10% faster in the second run
+    curated = show[1]["experiments"][0]["revs"][0]["data"]["metrics"][f"{D}/metrics.json"]["data"]
+    curated["ips_tensorrt_int8_best"] = 99000.0  # 10% faster in the second run
     write_json(four / "sweep.json", _manifest(4, 105.0))
     sweeps.write_report(_manifest(4, 105.0), sweeps.experiments(show), four)
     rows, facts = sweeps.compare(one, four, tolerance=0.05)
     assert facts["speedup"] == pytest.approx(400.0 / 105.0, abs=0.01)
     assert facts["compared"] == 8 and facts["unmatched"] == 0 and facts["within"] == 7
     slow = [r for r in rows if not r["within"]]
-    assert [(r["backend"], r["figure"], r["diff_pct"]) for r in slow] == [
-        ("tensorrt", "compute_throughput_ips_max", 10.0)
-    ]
+    assert [(r["backend"], r["figure"], r["diff_pct"]) for r in slow] == [("tensorrt", "ips_tensorrt_int8_best", 10.0)]
     sweeps.write_comparison(one, four, tmp_path / "cmp", 0.05)
     md = (tmp_path / "cmp" / "compare.md").read_text()
     assert "**3.81**" in md and "7 within ±5%" in md and "max 10.0%" in md

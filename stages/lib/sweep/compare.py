@@ -1,11 +1,13 @@
-"""A sweep's report, from `dvc exp show --json`: the params that vary, headline metrics,
-every benchmark figure with the GPU it ran on, a throughput-vs-top-1 plot; and the
-comparison of two runs of one grid (e.g. on one GPU and on N).
+"""A sweep's report, from `dvc exp show --json`: the params that vary, the curated metrics
+(reports/<model>/metrics.json, the one metrics file DVC declares), every speed figure with the
+GPU it ran on, a throughput-vs-top-1 plot; and the comparison of two runs of one grid (e.g. on
+one GPU and on N).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,16 +17,13 @@ from typing import Any
 import pandas as pd
 
 from ..core.errors import InputFileError
-from ..core.gpus import columns
 from ..core.io import atomic_path, read_json, write_csv, write_text
+from ..core.params import BACKENDS, PRECISIONS
 
-# The benchmark stage's headline figures per backend and precision (stages/benchmark.headline).
-FIGURES = (
-    "compute_bs1_latency_ms_p50",
-    "compute_throughput_ips_max",
-    "end_to_end_throughput_ips_max",
-    "pipelined_throughput_ips_max",
-    "concurrent_throughput_ips_max",
+# The curated speed keys (stages/lib/report/curated.py): ips_<backend>_<precision>_<mode>best
+# (images/s) and ms_p50_<backend>_<precision>_b1 (ms).
+FIGURE = re.compile(
+    rf"^(?:ips|ms_p50)_(?P<backend>{'|'.join(BACKENDS)})_(?P<precision>{'|'.join(PRECISIONS)})_(?:\w+_)?(?:best|b1)$"
 )
 PLOT = "throughput_vs_top1.png"
 
@@ -64,11 +63,24 @@ class Point:
     def model(self) -> str:
         return str((self.params.get("model") or {}).get("name"))
 
-    def bench(self, prec: str) -> dict[str, Any]:
-        return self.metrics.get(f"reports/{self.model}/bench/{prec}.json") or {}
+    def curated(self) -> dict[str, Any]:
+        """The experiment's reports/<model>/metrics.json."""
+        return self.metrics.get(f"reports/{self.model}/metrics.json") or {}
 
     def top1(self, prec: str, backend: str) -> Any:
-        return (self.metrics.get(f"reports/{self.model}/metrics.json") or {}).get(f"{backend}_{prec}_top1")
+        return self.curated().get(f"top1_{backend}_{prec}")
+
+    def ips(self, prec: str, backend: str) -> Any:
+        return self.curated().get(f"ips_{backend}_{prec}_best")
+
+    def gpu(self, prec: str, gpus: dict[int, dict[str, Any]]) -> dict[str, Any]:
+        """gpu, gpu_index, gpu_uuid of the GPU that benchmarked ``prec`` (gpu "cpu" without one);
+        ``gpus``: the sweep's GPUs by nvidia-smi index, for the name and UUID."""
+        index = self.curated().get(f"gpu_index_{prec}")
+        if index is None:
+            return {"gpu": "cpu", "gpu_index": None, "gpu_uuid": None}
+        g = gpus.get(int(index)) or {}
+        return {"gpu": g.get("name", f"GPU {int(index)}"), "gpu_index": int(index), "gpu_uuid": g.get("uuid")}
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -95,52 +107,48 @@ def varying(pts: list[Point]) -> list[str]:
     return [k for k in keys if len({p.flat.get(k) for p in pts if p.params}) > 1]
 
 
-def headline(p: Point, prec: str) -> dict[str, Any]:
-    """TensorRT's best compute img/s and top-1 where TensorRT ran, else the fastest backend's."""
-    ok = [
-        (b, r)
-        for b, r in p.bench(prec).items()
-        if isinstance(r, dict) and r.get("status") == "ok" and r.get("compute_throughput_ips_max") is not None
-    ]
-    ok = [(b, r) for b, r in ok if p.top1(prec, b) is not None]
+def headline(p: Point, prec: str, gpus: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """TensorRT's best compute img/s and top-1 where TensorRT ran, else the fastest backend's
+    that has both."""
+    ok = [b for b in BACKENDS if p.ips(prec, b) is not None and p.top1(prec, b) is not None]
     if not ok:
         return {}
-    trt = [(b, r) for b, r in ok if b == "tensorrt"]
-    backend, rec = trt[0] if trt else max(ok, key=lambda br: float(br[1]["compute_throughput_ips_max"]))
+    backend = "tensorrt" if "tensorrt" in ok else max(ok, key=lambda b: float(p.ips(prec, b)))
     return {
         "backend": backend,
         "top1": p.top1(prec, backend),
-        "throughput_ips": rec["compute_throughput_ips_max"],
-        "throughput_batch": rec.get("compute_throughput_batch"),
-        **columns(rec.get("gpu")),
+        "throughput_ips": p.ips(prec, backend),
+        **p.gpu(prec, gpus),
     }
 
 
-def point_rows(pts: list[Point]) -> list[dict[str, Any]]:
+def _gpus(manifest: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {int(g["index"]): g for g in manifest.get("gpus") or [] if g.get("index") is not None}
+
+
+def point_rows(pts: list[Point], manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per point and precision: the params that vary and the headline metrics."""
-    keys = varying(pts)
+    keys, gpus = varying(pts), _gpus(manifest)
     rows = []
     for p in pts:
         for prec in p.params.get("precisions") or ["-"]:
             base = {"experiment": p.name, "state": p.state, "label": p.label, **{k: p.flat.get(k) for k in keys}}
-            rows.append({**base, "precision": prec, **headline(p, prec)})
+            rows.append({**base, "precision": prec, **headline(p, prec, gpus)})
     return rows
 
 
-def figure_rows(pts: list[Point]) -> list[dict[str, Any]]:
-    """Every headline benchmark figure of every point, with the GPU it ran on."""
+def figure_rows(pts: list[Point], manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every curated speed figure of every point, with the GPU it ran on."""
+    gpus = _gpus(manifest)
     rows = []
     for p in pts:
-        for prec in p.params.get("precisions") or []:
-            for backend, rec in p.bench(prec).items():
-                if not (isinstance(rec, dict) and rec.get("status") == "ok"):
-                    continue
-                for fig in FIGURES:
-                    if rec.get(fig) is not None:
-                        rows.append(
-                            {"experiment": p.name, "label": p.label, "precision": prec, "backend": backend}
-                            | {"figure": fig, "value": rec[fig], **columns(rec.get("gpu"))}
-                        )
+        for key, value in p.curated().items():
+            m = FIGURE.match(key)
+            if m and value is not None:
+                rows.append(
+                    {"experiment": p.name, "label": p.label, "precision": m["precision"], "backend": m["backend"]}
+                    | {"figure": key, "value": value, **p.gpu(m["precision"], gpus)}
+                )
     return rows
 
 
@@ -202,11 +210,12 @@ def summary(manifest: dict[str, Any], rows: list[dict[str, Any]], keys: list[str
         "",
         "## Experiments (the params that vary, headline metrics)",
         "",
-        "img/s: TensorRT's best compute throughput where TensorRT ran, else the fastest backend that "
-        "has a top-1; GPU: where that benchmark ran.",
+        "From each experiment's curated metrics (reports/<model>/metrics.json). img/s: TensorRT's best "
+        "compute throughput where TensorRT ran, else the fastest backend that has a top-1; GPU: where "
+        "that benchmark ran.",
         "",
     ]
-    cols = ["experiment", "state", *keys, "precision", "backend", "top1", "throughput_ips", "throughput_batch", "gpu"]
+    cols = ["experiment", "state", *keys, "precision", "backend", "top1", "throughput_ips", "gpu"]
     lines += _table(rows, cols)
     lines += ["", f"![throughput vs top-1]({PLOT})", "", "Every benchmark figure, with its GPU: `figures.csv`."]
     return "\n".join(lines) + "\n"
@@ -214,9 +223,9 @@ def summary(manifest: dict[str, Any], rows: list[dict[str, Any]], keys: list[str
 
 def write_report(manifest: dict[str, Any], found: dict[str, dict[str, Any]], out_dir: Path) -> None:
     pts = points(manifest, found)
-    rows = point_rows(pts)
+    rows = point_rows(pts, manifest)
     write_csv(out_dir / "points.csv", rows)
-    write_csv(out_dir / "figures.csv", figure_rows(pts) or [{"experiment": None}])
+    write_csv(out_dir / "figures.csv", figure_rows(pts, manifest) or [{"experiment": None}])
     when = datetime.fromtimestamp(manifest.get("started_at") or 0).strftime("%Y-%m-%d %H:%M")
     plot(rows, out_dir / PLOT, f"{manifest['name']} ({when}): throughput vs top-1, {_where(manifest)}")
     write_text(out_dir / "summary.md", summary(manifest, rows, varying(pts)))
