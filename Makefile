@@ -16,7 +16,7 @@ SERVE_STAMP := $(SERVE_VENV)/.installed
 endif
 HAS_GPU = $(shell $(BIN)/python -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 
-.PHONY: help setup serve-venv repro test test-gpu lint params clean-venv sweep
+.PHONY: help setup serve-venv repro test test-gpu lint params clean-venv sweep compare
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -55,6 +55,12 @@ test-gpu: setup  ## only the GPU and TensorRT tests (on a GPU host; set TRT_PYTH
 
 sweep: setup  ## queue GRID (e.g. GRID="calibrate.method=minmax,entropy precision=int8,fp16") on DVC's queue, JOBS at a time (default: one per GPU), then report to reports/sweep/
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m stages.sweep run $(GRID) $(if $(JOBS),--jobs $(JOBS))
+
+# `dvc exp show` gives every file dep (each stage's code, data and reports) a column; compare hides them
+DEPS_COLUMNS := (stages|artifacts|data|reports)/|params\.yaml$$
+compare: setup  ## the experiments of HEAD side by side: the params and curated metrics that differ (KEEP=regex adds columns, SORT=metric sorts)
+	@PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp show --no-pager --only-changed --drop '$(DEPS_COLUMNS)' \
+	  $(if $(KEEP),--keep '$(KEEP)') $(if $(SORT),--sort-by $(SORT))
 
 lint: setup  ## ruff and mypy
 	$(BIN)/ruff check stages tests
