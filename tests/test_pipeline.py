@@ -265,7 +265,7 @@ def test_editing_a_library_module_reruns_exactly_its_stages_and_what_they_feed(r
     INT8 stages, the model repository and the report rerun, and the FP32/FP16 ones do not."""
     assert "probe" in repo.dvc("status")  # always changed; otherwise the workspace is up to date
     assert not re.search(r"^(?!probe)\S+:$", repo.dvc("status"), re.M)
-    module = repo.path / "stages" / "lib" / "onnxgraph.py"
+    module = repo.path / "stages" / "lib" / "quant" / "onnxgraph.py"
     code = module.read_text()
     assert '_{tag}_Q"' in code
     module.write_text(code.replace('_{tag}_Q"', '_{tag}_quantize"'))
