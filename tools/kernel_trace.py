@@ -139,7 +139,8 @@ def trt_loop(args: argparse.Namespace) -> None:
 
 def find_ncu(given: str | None) -> str:
     """Nsight Compute's command line: --ncu, else on PATH, else the newest /opt/nvidia install."""
-    found = given or shutil.which("ncu") or (sorted(glob.glob("/opt/nvidia/nsight-compute/*/ncu")) or [None])[-1]
+    installed = sorted(glob.glob("/opt/nvidia/nsight-compute/*/ncu"))
+    found = given or shutil.which("ncu") or (installed[-1] if installed else None)
     if not found:
         raise BackendUnavailable("ncu (Nsight Compute) not found: pass --ncu PATH")
     return found
