@@ -274,5 +274,6 @@ def test_raw_engine_takes_uint8_and_matches_onnx_runtime(raw: Path, tmp_path: Pa
     assert build["input_dtype"] == "uint8" and build["io"]["input"]["shape"][1:] == [32, 32, 3]
     trt = _evaluate(root, precision)["tensorrt"]
     assert trt["status"] == "ok", trt
-    assert trt["runtime"]["input"] == "uint8 NHWC 32x32"
+    detail = json.loads((root / "reports" / f"eval_{precision}.detail.json").read_text())["tensorrt"]
+    assert detail["runtime"]["input"] == "uint8 NHWC 32x32"  # the runtime record is in the detail file
     assert trt["top1_agreement_vs_ort_fp32"] >= {"fp32": 0.99, "fp16": 0.98, "int8": 0.9}[precision]

@@ -8,7 +8,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 usage="usage: session.sh part pNN | install | serve-part pNN | serve-install | workspace NAME [OVERRIDE...] | repro NAME [DVC-ARG...] |
-  early NAME... | bg JOB STEP... | wait SECONDS | tests [PYTEST-ARG...] | ab NAME PREC LABEL OVERRIDE... |
+  early NAME... | bg JOB STEP... | wait SECONDS | tests [PYTEST-ARG...] | kernels NAME | ab NAME PREC LABEL OVERRIDE... |
   sweep STEP... | collect"
 step=${1:?$usage}
 export PYTHONUNBUFFERED=1 PIPELINE_LOG_LEVEL=${PIPELINE_LOG_LEVEL:-INFO}
@@ -114,8 +114,25 @@ case "$step" in
       echo "== $j: $([ -f "$BG/$j.rc" ] && echo "finished rc=$(cat "$BG/$j.rc")" || echo running)"
       grep -E "^== |Running stage|PIPELINE|passed|failed|ERROR|error:" "$log" | tail -6
     done ;;
-  tests)  # the GPU and TensorRT tests, alone on the GPU; pytest arguments after it
-    need 60; host_env; shift; timeout "$(left)" "$HOST_PYTHON" -m pytest -m "gpu or tensorrt" -v --durations=15 -p no:cacheprovider tests/test_gpu.py "$@" 2>&1 | tee "$OUT/gpu-tests.log" | tail -25 ;;
+  tests)  # every GPU and TensorRT test of tests/ (what `make test-gpu` runs), alone on the GPU;
+    # pytest arguments after it (files, -k) narrow the run. Each run is appended to gpu-tests.log.
+    need 60; host_env; shift; echo "== pytest -m 'gpu or tensorrt' $* ($(date -u +%FT%TZ))" >> "$OUT/gpu-tests.log"
+    timeout "$(left)" "$HOST_PYTHON" -m pytest -m "gpu or tensorrt" -v -rA --durations=15 -p no:cacheprovider "$@" 2>&1 \
+      | tee -a "$OUT/gpu-tests.log" | tail -25
+    exit "${PIPESTATUS[0]}" ;;
+  kernels)  # $2 a workspace: kernel traces of PyTorch eager FP32 and of its TensorRT INT8 engine at
+    # batches 1 and 1024 (tools/kernel_trace.py, after `repro $2 build@int8`) and their report, in
+    # $OUT/kernels/; a 2-iteration batch-1 pair in $OUT/kernels/fixture/ (tests/data/kernels/)
+    [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
+    need 240; host_env; bash "$0" repro "$2" build@int8 || exit $?
+    ws=$WS/$2; m=$(model_of "$ws"); d=$OUT/kernels
+    pt=(--params "$ws/params.yaml" --checkpoint "$ws/artifacts/$m/checkpoint.pt")
+    trt=(--params "$ws/params.yaml" --engine-dir "$ws/artifacts/$m/engines/int8")
+    "$HOST_PYTHON" -m tools.kernel_trace torch "${pt[@]}" --out-dir "$d" \
+      && "$TRT_PYTHON" -m tools.kernel_trace trt "${trt[@]}" --out-dir "$d" \
+      && "$HOST_PYTHON" -m tools.kernel_trace torch "${pt[@]}" --batch 1 --iterations 2 --out-dir "$d/fixture" \
+      && "$TRT_PYTHON" -m tools.kernel_trace trt "${trt[@]}" --batch 1 --iterations 2 --out-dir "$d/fixture" \
+      && "$HOST_PYTHON" -m tools.kernel_trace report --trace-dir "$d" --out-dir "$d/report" ;;
   ab)  # $2 workspace, $3 precision, $4 a label, then Hydra overrides: an A/B of export, calibrate,
     # build or bench settings on a trained workspace, in its own folder. It re-exports (export.*
     # overrides) or re-calibrates (calibrate.*, and INT8 after a re-export) as the overrides
