@@ -92,3 +92,32 @@ class ChildFailed(PipelineError):
 
 class ServingError(PipelineError):
     """A model server failed to start, answer or stop, or its load generator failed."""
+
+
+class OutputWriteError(OSError):
+    """A file-system fault (full, read-only, no permission, quota) while writing an output.
+
+    ``filename`` is the output's final path (not its temporary file); ``need_bytes`` the space
+    the write needs where known (``at_least``: only a lower bound, what was written before the
+    fault), ``free_bytes`` what its file system had left. :mod:`stages.lib.core.cli` turns it
+    into one line.
+    """
+
+    def __init__(
+        self,
+        errno_: int,
+        path: str,
+        need_bytes: int | None = None,
+        free_bytes: int | None = None,
+        at_least: bool = False,
+    ) -> None:
+        import os
+
+        super().__init__(errno_, os.strerror(errno_), path)
+        self.need_bytes = need_bytes
+        self.free_bytes = free_bytes
+        self.at_least = at_least
+
+
+class OutOfMemory(PipelineError):
+    """A case needs more memory than the machine has (refused before it runs, or it ran out)."""
