@@ -14,7 +14,7 @@ from typing import Any
 
 from .lib.core.cli import run_main
 from .lib.core.io import write_json, write_text
-from .lib.report import plot, targets
+from .lib.report import failures, plot, targets
 from .lib.report.results import Collected, collect, ok_records, where
 from .lib.report.summary import status_lines, summary_markdown, target_rows
 from .lib.serving.report import served_report
@@ -69,6 +69,7 @@ def flat_metrics(c: Collected) -> dict[str, Any]:
     for prec, backend, rec in ok_records(c.benches):
         m.update({f"{backend}_{prec}_{k}": rec[k] for k in HEADLINE_KEYS if rec.get(k) is not None})
     m.update(targets.metrics(target_rows(c)))
+    m.update(failures.metrics(failures.failed_cases(c.evals, c.benches, c.builds)))
     return m
 
 

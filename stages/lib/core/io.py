@@ -18,7 +18,6 @@ from typing import Any
 
 from .errors import OutputWriteError
 
-
 # errno values that are faults of the machine, not bugs: the one-line message names them
 FS_FAULTS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
 FULL = (errno.ENOSPC, errno.EDQUOT)
