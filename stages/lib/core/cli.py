@@ -9,8 +9,7 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
-from .errors import ChildFailed, OutputWriteError, PipelineError
-from .io import FS_FAULTS
+from .errors import FS_FAULTS, ChildFailed, OutputWriteError, PipelineError, human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +98,3 @@ def _shown(filename: object) -> str:
     text = os.fsdecode(filename) if isinstance(filename, (str, bytes, os.PathLike)) else str(filename)
     rel = os.path.relpath(text) if os.path.isabs(text) else text
     return text if rel.startswith("..") else rel
-
-
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    value, unit = float(n), "B"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            break
-        value /= 1024
-    return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"

@@ -6,6 +6,11 @@ Only a stage's ``main()`` turns these into a one-line message and an exit code
 
 from __future__ import annotations
 
+import errno
+
+# errno values that are faults of the machine, not bugs: main() turns them into one line
+FS_FAULTS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
+
 
 class PipelineError(Exception):
     """Base class: an expected failure with a message meant for the user."""
@@ -105,7 +110,7 @@ class OutputWriteError(OSError):
 
     def __init__(
         self,
-        errno_: int,
+        code: int,
         path: str,
         need_bytes: int | None = None,
         free_bytes: int | None = None,
@@ -113,7 +118,7 @@ class OutputWriteError(OSError):
     ) -> None:
         import os
 
-        super().__init__(errno_, os.strerror(errno_), path)
+        super().__init__(code, os.strerror(code), path)
         self.need_bytes = need_bytes
         self.free_bytes = free_bytes
         self.at_least = at_least
@@ -121,3 +126,13 @@ class OutputWriteError(OSError):
 
 class OutOfMemory(PipelineError):
     """A case needs more memory than the machine has (refused before it runs, or it ran out)."""
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    value, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"

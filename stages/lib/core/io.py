@@ -16,10 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputWriteError
+from .errors import FS_FAULTS, OutputWriteError
 
-# errno values that are faults of the machine, not bugs: the one-line message names them
-FS_FAULTS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
 FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
