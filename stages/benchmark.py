@@ -84,7 +84,7 @@ def bench_runner(runner: Runner, backend: str, p: Params, failed: list[dict[str,
                 raise
             reason = str(exc) if isinstance(exc, OutOfMemory) else memory.oom_line(case, exc, "lower bench.batch_sizes")
             log.error("%s", reason)
-            failed.append({"batch_size": b, "reason": reason})
+            failed.append({"batch_size": b, "reason": reason.removeprefix(f"{case}: ")})  # the record names the case
             continue
         ran.append(b)
     if gpu and ran:

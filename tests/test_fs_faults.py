@@ -11,6 +11,7 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -234,3 +235,26 @@ def test_injected_fault_at_each_write_site(
         assert err[0].startswith(f"error: {name}: {CAUSE_WORDS[code]} writing {_shown(dest, root)}"), err[0]
         assert _snapshot(dest) == before, f"write {k}: {dest} changed"
         assert leftovers(root) == [], f"write {k}"
+
+
+def test_folder_without_write_permission(project: Path, tmp_path: Path) -> None:
+    """A folder another user owns, written by root without the capabilities that bypass
+    permission bits (root otherwise ignores them)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv(1) to drop CAP_DAC_OVERRIDE")
+    folder = tmp_path / "theirs"
+    folder.mkdir(mode=0o755)
+    os.chown(folder, 65534, -1)
+    (folder / "params-valid.json").write_text("earlier\n")
+    os.chmod(folder / "params-valid.json", 0o644)
+    cmd = [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner", sys.executable, "-m", "stages.validate"]
+    proc = subprocess.run(
+        [*cmd, "--out", str(folder / "params-valid.json")], cwd=project, capture_output=True, text=True
+    )
+    if "setpriv:" in proc.stderr:
+        pytest.skip(f"setpriv cannot drop capabilities here: {proc.stderr.strip()}")
+    line = one_line_error(proc, "validate", "permission denied writing", "give this user write permission on")
+    assert "theirs" in line
+    assert (folder / "params-valid.json").read_text() == "earlier\n"
+    assert leftovers(folder) == []

@@ -99,7 +99,7 @@ def test_a_batch_that_runs_out_of_memory_fails_alone(project: Path, monkeypatch:
     assert failed == [
         {
             "batch_size": 1,
-            "reason": "benchmark onnxruntime FP32 batch 1: out of memory (MemoryError): lower bench.batch_sizes",
+            "reason": "out of memory (MemoryError): lower bench.batch_sizes",
         }
     ]
 

@@ -69,14 +69,14 @@ def os_error_line(exc: OSError) -> str:
     """A file-system fault in words: the cause, the path, the space needed and what to do."""
     path = _shown(exc.filename)
     if not isinstance(exc, OutputWriteError):
-        return f"{CAUSES[exc.errno]} at {path}: {_remedy(exc.errno, path, None)}"
+        return f"{CAUSES.get(exc.errno or 0, exc.strerror)} at {path}: {_remedy(exc.errno, path, None)}"
     full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     need = exc.need_bytes if full else None
     sizes = [f"needs {'at least' if exc.at_least else 'about'} {human_bytes(need)}"] if need else []
     if full and exc.free_bytes is not None:
         sizes.append(f"{human_bytes(exc.free_bytes)} free there")
     detail = f" ({', '.join(sizes)})" if sizes else ""
-    return f"{CAUSES[exc.errno]} writing {path}{detail}: {_remedy(exc.errno, path, need)}"
+    return f"{CAUSES.get(exc.errno or 0, exc.strerror)} writing {path}{detail}: {_remedy(exc.errno, path, need)}"
 
 
 def _remedy(code: int | None, path: str, need: int | None) -> str:

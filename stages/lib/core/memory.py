@@ -132,5 +132,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def oom_line(case: str, exc: BaseException, fix: str) -> str:
     """One line for a case that ran out of memory."""
-    text = " ".join(str(exc).split())[:200] or type(exc).__name__
+    text = " ".join(str(exc).split())
+    at = min((text.lower().find(t) for t in _OOM_TEXT if t in text.lower()), default=0)
+    text = text[at : at + 160] or type(exc).__name__  # from the runtime's own words on the failed allocation
     return f"{case}: out of memory ({text}): {fix}"
