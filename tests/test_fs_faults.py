@@ -44,6 +44,16 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(target)], check=False)
 
 
+def _fill(fs: Path) -> None:
+    """Leave no free block on ``fs``."""
+    with open(fs / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
 def _remount_ro(target: Path) -> None:
     _mount(target, "-o", "remount,ro")
 
@@ -258,3 +268,18 @@ def test_folder_without_write_permission(project: Path, tmp_path: Path) -> None:
     assert "theirs" in line
     assert (folder / "params-valid.json").read_text() == "earlier\n"
     assert leftovers(folder) == []
+
+
+def test_predict_into_a_full_file_system(prepared_tiny: Path, small_fs: Path, tmp_path: Path) -> None:
+    """A command, not a DVC stage: the same one line."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(images / "red.png")
+    _fill(small_fs)
+    out = small_fs / "preds.json"
+    args = [str(images), "--backend", "onnxruntime", "--device", "cpu", "--output", str(out)]
+    proc = run_stage("predict", args, prepared_tiny, check=False, env={"PIPELINE_LOG_LEVEL": "ERROR"})
+    one_line_error(proc, "predict", f"no space left on device writing {out} (needs about ", "free at least")
+    assert not out.exists() and leftovers(small_fs) == []
