@@ -283,3 +283,16 @@ def test_predict_into_a_full_file_system(prepared_tiny: Path, small_fs: Path, tm
     proc = run_stage("predict", args, prepared_tiny, check=False, env={"PIPELINE_LOG_LEVEL": "ERROR"})
     one_line_error(proc, "predict", f"no space left on device writing {out} (needs about ", "free at least")
     assert not out.exists() and leftovers(small_fs) == []
+
+
+def test_a_killed_writers_temporary_files_go_at_the_next_write(tmp_path: Path) -> None:
+    dead = 2**22 + 1  # above Linux's largest pid
+    stale_file = tmp_path / f".a.json.pid{dead}.x1.tmp"
+    stale_dir = tmp_path / f".prepared.pid{dead}.x2"
+    live = tmp_path / f".b.json.pid{os.getpid()}.x3.tmp"
+    for p in (stale_file, live):
+        p.write_text("partial")
+    stale_dir.mkdir()
+    (stale_dir / "train.npz").write_text("partial")
+    io.write_json(tmp_path / "a.json", {"ok": True})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "a.json"]

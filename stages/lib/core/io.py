@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -35,7 +36,8 @@ def atomic_path(dest: str | os.PathLike[str], need_bytes: int | None = None) -> 
         dest.parent.mkdir(parents=True, exist_ok=True)
         if need_bytes is not None and need_bytes > free_bytes(dest.parent):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest))
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        sweep_stale(dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent)
         os.close(fd)
     except OSError as exc:
         raise _fault(exc, dest, need_bytes, None) from exc
@@ -55,6 +57,44 @@ def atomic_path(dest: str | os.PathLike[str], need_bytes: int | None = None) -> 
     finally:
         with contextlib.suppress(OSError):
             tmp_path.unlink(missing_ok=True)
+
+
+def temp_prefix(dest: Path, tag: str = "") -> str:
+    """The name prefix of ``dest``'s temporary files: hidden, and tagged with this process's
+    id so that :func:`sweep_stale` can tell a killed writer's leftovers (``.dvcignore``
+    hides them from DVC meanwhile)."""
+    return f".{dest.name}.pid{os.getpid()}.{tag + '.' if tag else ''}"
+
+
+_STALE = re.compile(r"^\..+\.pid(\d+)\.")
+
+
+def sweep_stale(folder: Path) -> None:
+    """Remove temporary files and folders in ``folder`` whose writing process is gone (a
+    stage killed before its rename)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        m = _STALE.match(entry.name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def commit(tmp: Path, dest: Path) -> None:
@@ -180,7 +220,8 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        sweep_stale(dest.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), dir=dest.parent))
     except OSError as exc:
         raise _fault(exc, dest, None, None) from exc
     try:
