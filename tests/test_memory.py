@@ -140,3 +140,19 @@ def test_train_refuses_a_batch_beyond_ram_before_anything_is_written(project: Pa
     line = one_line_error(proc, "train", f"train batch {HUGE}: needs about ", "lower train.batch_size")
     assert "of RAM available" in line
     assert not (project / "artifacts").exists() and not (project / "reports").exists()
+
+
+def test_an_allocation_failure_outside_a_case_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A single-case stage (train) that runs out of memory: one line, exit 1."""
+    from stages.lib.core.cli import run_main
+
+    def body() -> None:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.1 GiB total capacity)")
+
+    assert run_main("train", body) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: train: out of memory (out of memory. Tried to allocate 20.00 GiB (GPU 0; ")
+    assert err.endswith(
+        "lower the batch size (train.batch_size, bench.batch_sizes, serve.batch_size) or free memory, then rerun\n"
+    )
+    assert err.count("\n") == 1

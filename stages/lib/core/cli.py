@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
-from .errors import FS_FAULTS, ChildFailed, OutputWriteError, PipelineError, human_bytes
+from .errors import FS_FAULTS, ChildFailed, OutputWriteError, PipelineError, human_bytes, is_out_of_memory, oom_words
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ def run_main(stage: str, body: Callable[[], None], gpu: bool = False) -> int:
     ``gpu``: the stage may touch a GPU, so it holds one for the whole body (see
     :mod:`stages.lib.core.gpus`; a no-op without a GPU, and in per-backend child processes).
     A file-system fault (:data:`~stages.lib.core.io.FS_FAULTS`: full, read-only, permission,
-    quota) is the machine's, not a bug: one line too (:func:`os_error_line`).
+    quota) is the machine's, not a bug: one line too (:func:`os_error_line`), as is a runtime's
+    failed allocation (:func:`~stages.lib.core.errors.is_out_of_memory`).
     Unexpected exceptions keep their traceback: they are bugs, not user errors.
     """
     configure_logging()
@@ -50,11 +51,18 @@ def run_main(stage: str, body: Callable[[], None], gpu: bool = False) -> int:
             raise
         print(f"error: {stage}: {os_error_line(exc)}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        print(f"error: {stage}: out of memory ({oom_words(exc)}): {OOM_REMEDY}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"error: {stage}: interrupted", file=sys.stderr)
         return 130
     return 0
 
+
+OOM_REMEDY = "lower the batch size (train.batch_size, bench.batch_sizes, serve.batch_size) or free memory, then rerun"
 
 CAUSES = {
     errno.ENOSPC: "no space left on device",

@@ -136,3 +136,28 @@ def human_bytes(n: float) -> str:
             break
         value /= 1024
     return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+
+
+# What the runtimes say when an allocation fails (MemoryError aside): PyTorch's CUDA and CPU
+# allocators, ONNX Runtime's arena, the CUDA runtime and driver, TensorRT's builder and context.
+_OOM_TEXT = (
+    "out of memory",
+    "unable to allocate",
+    "failed to allocate",
+    "cudaerrormemoryallocation",
+    "cuda_error_out_of_memory",
+    "allocation failed",
+    "bad_alloc",
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure of a runtime (a fault of the machine, not a bug)."""
+    return isinstance(exc, MemoryError) or any(t in str(exc).lower() for t in _OOM_TEXT)
+
+
+def oom_words(exc: BaseException) -> str:
+    """The runtime's own words on a failed allocation, from the phrase that says so."""
+    text = " ".join(str(exc).split())
+    at = min((text.lower().find(t) for t in _OOM_TEXT if t in text.lower()), default=0)
+    return text[at : at + 160] or type(exc).__name__

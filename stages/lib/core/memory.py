@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import OutOfMemory, human_bytes
+from .errors import OutOfMemory, human_bytes, oom_words
+from .errors import is_out_of_memory as is_out_of_memory  # re-exported: the stages ask this module
 
 # Activation bytes per input pixel and image, (inference, training), lower bounds: about half
 # of resnet18 with the CIFAR stem measured on a CPU (peak RSS over one PyTorch forward at
@@ -106,33 +107,11 @@ def free_gpu_bytes() -> int | None:
     try:
         from . import cuda
 
-        free, _ = cuda.check(cuda._runtime().cudaMemGetInfo())
-        return int(free)
+        return cuda.mem_free_bytes()
     except Exception:  # no cuda-python, no driver, no device: the case is not checked
         return None
 
 
-# What the runtimes say when an allocation fails (MemoryError aside): PyTorch's CUDA and CPU
-# allocators, ONNX Runtime's arena, the CUDA runtime and driver, TensorRT's builder and context.
-_OOM_TEXT = (
-    "out of memory",
-    "unable to allocate",
-    "failed to allocate",
-    "cudaerrormemoryallocation",
-    "cuda_error_out_of_memory",
-    "allocation failed",
-    "bad_alloc",
-)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is an allocation failure of a runtime (not a bug)."""
-    return isinstance(exc, MemoryError) or any(t in str(exc).lower() for t in _OOM_TEXT)
-
-
 def oom_line(case: str, exc: BaseException, fix: str) -> str:
     """One line for a case that ran out of memory."""
-    text = " ".join(str(exc).split())
-    at = min((text.lower().find(t) for t in _OOM_TEXT if t in text.lower()), default=0)
-    text = text[at : at + 160] or type(exc).__name__  # from the runtime's own words on the failed allocation
-    return f"{case}: out of memory ({text}): {fix}"
+    return f"{case}: out of memory ({oom_words(exc)}): {fix}"
