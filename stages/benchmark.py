@@ -17,9 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from .lib.core import memory
 from .lib.core.cli import run_main
 from .lib.core.config import load_params
-from .lib.core.errors import BackendUnavailable, PipelineError, UnsupportedCombination
+from .lib.core.errors import BackendUnavailable, OutOfMemory, PipelineError, UnsupportedCombination
 from .lib.core.fanout import add_arguments, passthrough, per_backend, status_of
 from .lib.core.gpus import columns, current_gpu
 from .lib.core.io import write_json, write_records
@@ -65,37 +68,63 @@ def time_case(op: TimedOp, p: Params, batch: int, mode: str) -> dict[str, Any]:
     return {"batch_size": batch, "mode": mode, "cuda_graph": op.cuda_graph, **stats, "timed": op.timed}
 
 
-def bench_runner(runner: Runner, backend: str, p: Params) -> list[dict[str, Any]]:
+def bench_runner(runner: Runner, backend: str, p: Params, failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every case of one runner; a batch size that cannot fit or runs out of memory goes to
+    ``failed`` ({batch_size, reason}) and the other sizes still run."""
     rows = []
     gpu = runner.device == "cuda"
-    sizes = batch_sizes(backend, p)
-    for b in sizes:
-        rows.append(time_case(runner.compute_op(b, cuda_graph=False), p, b, "compute"))
-        if gpu and p.bench.cuda_graph:
-            op = runner.compute_op(b, cuda_graph=True)
-            if op.cuda_graph:
-                rows.append(time_case(op, p, b, "compute"))
-            else:
-                op.close()
-        if gpu:
-            rows.append(time_case(runner.end_to_end_op(b), p, b, "end_to_end"))
-        log.info(
-            "%s %s batch %d: %s",
-            backend,
-            runner.precision,
-            b,
-            ", ".join(
-                f"{r['mode']}{'+graph' if r['cuda_graph'] else ''} "
-                f"p50 {r['latency_ms_p50']:.3f} ms / {r['throughput_ips']:.0f} img/s"
-                for r in rows
-                if r["batch_size"] == b
-            ),
-        )
-    if gpu:
-        rows += pipelined_rows(runner, max(sizes), p)
-        rows += concurrent_rows(runner, max(sizes), p)
+    ran = []
+    for b in batch_sizes(backend, p):
+        case = f"benchmark {backend} {runner.precision.upper()} batch {b}"
+        try:
+            memory.check_fits(case, batch_need(runner, p, b), runner.device, "lower bench.batch_sizes")
+            rows += batch_rows(runner, p, b, gpu)
+        except Exception as exc:
+            if not isinstance(exc, OutOfMemory) and not memory.is_out_of_memory(exc):
+                raise
+            reason = str(exc) if isinstance(exc, OutOfMemory) else memory.oom_line(case, exc, "lower bench.batch_sizes")
+            log.error("%s", reason)
+            failed.append({"batch_size": b, "reason": reason.removeprefix(f"{case}: ")})  # the record names the case
+            continue
+        ran.append(b)
+    if gpu and ran:
+        rows += pipelined_rows(runner, max(ran), p)
+        rows += concurrent_rows(runner, max(ran), p)
     spec = runner.input_spec()  # what crossed to the device: uint8 for raw-pixel models
     return [{**r, "input_dtype": spec.dtype, "input_layout": spec.layout} for r in rows]
+
+
+def batch_need(runner: Runner, p: Params, batch: int) -> memory.Need:
+    """Memory one batch of this runner needs beyond the loaded model."""
+    spec = runner.input_spec()
+    per_image = int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
+    model = (p.model.arch, p.model.cifar_stem, p.model.image_size)
+    return memory.case_need(batch, per_image, 4 * p.model.num_classes, model, runner.precision)
+
+
+def batch_rows(runner: Runner, p: Params, b: int, gpu: bool) -> list[dict[str, Any]]:
+    """The compute (plain and CUDA graph) and end-to-end rows of one batch size."""
+    rows = [time_case(runner.compute_op(b, cuda_graph=False), p, b, "compute")]
+    if gpu and p.bench.cuda_graph:
+        op = runner.compute_op(b, cuda_graph=True)
+        if op.cuda_graph:
+            rows.append(time_case(op, p, b, "compute"))
+        else:
+            op.close()
+    if gpu:
+        rows.append(time_case(runner.end_to_end_op(b), p, b, "end_to_end"))
+    log.info(
+        "%s %s batch %d: %s",
+        runner.backend,
+        runner.precision,
+        b,
+        ", ".join(
+            f"{r['mode']}{'+graph' if r['cuda_graph'] else ''} "
+            f"p50 {r['latency_ms_p50']:.3f} ms / {r['throughput_ips']:.0f} img/s"
+            for r in rows
+        ),
+    )
+    return rows
 
 
 def _span_row(
@@ -162,16 +191,17 @@ def child(args: argparse.Namespace) -> None:
         write_json(args.part, status_of(exc))
         return
     gpu = device_record(runner.device)  # the GPU this stage holds (stages.lib.core.gpus), or "cpu"
+    failed: list[dict[str, Any]] = []
     try:
         base = _cuda_mem() if runner.device == "cuda" else None
         with runner:
-            rows = bench_runner(runner, args.backend, p)
+            rows = bench_runner(runner, args.backend, p, failed)
             record: dict[str, Any] = {"status": "ok", "rows": rows, "runtime": runner.describe(), "gpu": gpu}
             after = _cuda_mem() if base is not None else None
             if base is not None and after is not None:
                 record["device_mem_mb"] = round(after - base, 1)
-            if p.bench.layer_profile and hasattr(runner, "layer_profile"):
-                b = max(batch_sizes(args.backend, p))
+            if p.bench.layer_profile and hasattr(runner, "layer_profile") and rows:
+                b = max(r["batch_size"] for r in rows)
                 layers = runner.layer_profile(b, LAYER_PROFILE_ITERATIONS)
                 record["layer_profile"] = {
                     "batch_size": b,
@@ -180,6 +210,17 @@ def child(args: argparse.Namespace) -> None:
                 }
     except PipelineError as exc:
         record = {"status": "failed", "reason": str(exc), "gpu": gpu}
+    except Exception as exc:  # a runtime's allocation failure outside a batch (loading the model)
+        if not memory.is_out_of_memory(exc):
+            raise
+        record = {
+            "status": "failed",
+            "reason": memory.oom_line(f"benchmark {args.backend}", exc, "lower bench.batch_sizes"),
+        }
+    if failed and record.get("status") == "ok":
+        record["failed_batches"] = failed
+        if not record["rows"]:
+            record = {"status": "failed", "reason": "; ".join(f["reason"] for f in failed), "gpu": gpu}
     write_json(args.part, record)
 
 

@@ -40,7 +40,7 @@ import numpy as np
 from .lib.core.cli import run_main
 from .lib.core.config import load_params
 from .lib.core.errors import OnnxModelError
-from .lib.core.io import write_json
+from .lib.core.io import temp_prefix, write_json
 from .lib.core.params import Params
 from .lib.data import inputs
 from .lib.data import prepared as data
@@ -118,7 +118,7 @@ def try_methods(job: _Job, out: Path, temps: list[Path]) -> list[Attempt]:
     attempts: list[Attempt] = []
     for i, method in enumerate(methods):
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.{method}.", suffix=".tmp", dir=out.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(out, method), suffix=".tmp", dir=out.parent)
         os.close(fd)
         temps.append(Path(tmp))
         attempts.append(calibrate_once(job, method, Path(tmp)))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .lib.core import memory
 from .lib.core.cli import run_main
 from .lib.core.config import load_params
 from .lib.core.errors import BackendUnavailable, PipelineError, UnsupportedCombination
@@ -25,12 +26,13 @@ from .lib.core.params import Params
 from .lib.data import inputs
 from .lib.data import prepared as data
 from .lib.report import metrics
-from .lib.runners.base import Artifacts
+from .lib.runners.base import Artifacts, Runner
 from .lib.runners.registry import create_runner
 
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 256
+EVAL_FIX = f"free memory or use a larger machine (the evaluation runs batches of {EVAL_BATCH} images)"
 NOT_EVALUATED = {"torch_compile": "same weights and arithmetic as pytorch eager; benchmarked only"}
 
 
@@ -51,6 +53,7 @@ def evaluate_backend(
         return status_of(exc)
     t0 = time.perf_counter()
     with runner:  # images preprocessed into the runner's input format (raw pixels or float)
+        memory.check_fits(f"evaluate {backend} {precision.upper()}", eval_need(runner, p), runner.device, EVAL_FIX)
         out = inputs.infer_all(runner, test.images, p.data.mean, p.data.std, EVAL_BATCH, f"eval {backend} {precision}")
         info = runner.describe()
     seconds = time.perf_counter() - t0
@@ -76,6 +79,14 @@ def evaluate_backend(
     }
 
 
+def eval_need(runner: Runner, p: Params) -> memory.Need:
+    """Memory one evaluation batch needs beyond the loaded model."""
+    spec = runner.input_spec()
+    per_image = int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
+    model = (p.model.arch, p.model.cifar_stem, p.model.image_size)
+    return memory.case_need(EVAL_BATCH, per_image, 4 * p.model.num_classes, model, runner.precision)
+
+
 def child(args: argparse.Namespace) -> None:
     p = load_params(args.params)
     meta = read_json(args.test.parent / "meta.json")
@@ -86,6 +97,12 @@ def child(args: argparse.Namespace) -> None:
         record = evaluate_backend(args.backend, p, artifacts, args.precision, test, reference, len(meta["classes"]))
     except PipelineError as exc:
         record = {"status": "failed", "reason": str(exc)}
+    except Exception as exc:
+        if not memory.is_out_of_memory(exc):
+            raise
+        case = f"evaluate {args.backend} {args.precision.upper()}"
+        record = {"status": "failed", "reason": memory.oom_line(case, exc, EVAL_FIX)}
+        log.error("%s", record["reason"])
     write_json(args.part, record)
 
 

@@ -51,7 +51,9 @@ def export_fp32(
         x = torch.randint(0, 256, (2, image_size, image_size, 3), dtype=torch.uint8)
     else:
         x = torch.randn(2, 3, image_size, image_size)
-    with atomic_path(dest) as tmp:
+    # the ONNX file is about the size of the float32 weights
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    with atomic_path(dest, need_bytes=weights) as tmp:
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=4096)
             program = torch.onnx.export(
@@ -95,7 +97,7 @@ def export_fp16(src: Path, dest: Path, io_fp16: bool = False) -> None:
 
     model16 = convert_float_to_float16(onnx.load(str(src)), keep_io_types=not io_fp16)
     topological_sort(model16.graph)  # the converter appends its input casts at the end
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, need_bytes=model16.ByteSize()) as tmp:
         onnx.save(model16, str(tmp))
         check_onnx(tmp, name=str(dest))
 

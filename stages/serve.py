@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .lib.core import memory
 from .lib.core.cli import run_main
 from .lib.core.config import load_params
 from .lib.core.errors import BackendUnavailable, PipelineError
@@ -40,6 +41,16 @@ def serve_backend(sp: ServingPython, backend: str, args: argparse.Namespace, p: 
     except BackendUnavailable as exc:
         return {"status": "skipped", "reason": str(exc)}
     s = p.serve
+    size = p.model.image_size
+    need = memory.case_need(
+        s.batch_size,
+        3 * size * size * (1 if p.export.raw_input else 4),
+        4 * p.model.num_classes,
+        (p.model.arch, p.model.cifar_stem, size),
+        args.precision,
+    )
+    case = f"serve {backend} {args.precision.upper()} batch {s.batch_size}"
+    memory.check_fits(case, need, p.device, "lower serve.batch_size")
     token = secrets.token_urlsafe(24)
     with workdir() as tmp:
         spec_file = tmp / "spec.json"

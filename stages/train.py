@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .lib.core import memory
 from .lib.core.cli import run_main
 from .lib.core.config import load_params
 from .lib.core.errors import BackendUnavailable, DatasetError
@@ -115,10 +116,19 @@ def train(
     return done
 
 
+def fits_in_memory(p: Params, device: str) -> None:
+    """Refuse a train.batch_size whose activations cannot fit (OutOfMemory, one line)."""
+    size = p.model.image_size
+    model = (p.model.arch, p.model.cifar_stem, size)
+    need = memory.case_need(p.train.batch_size, 3 * size * size * 4, 4 * p.model.num_classes, model, training=True)
+    memory.check_fits(f"train batch {p.train.batch_size}", need, device, "lower train.batch_size")
+
+
 def run(args: argparse.Namespace) -> None:
     t_start = time.perf_counter()
     p = load_params(args.params)
     device = pick_device(p)
+    fits_in_memory(p, device.type)
     meta = read_json(args.data / "meta.json")
     if len(meta["classes"]) != p.model.num_classes:
         raise DatasetError(

@@ -70,6 +70,12 @@ def mem_used_mb() -> float:
     return (int(total) - int(free)) / 2**20
 
 
+def mem_free_bytes() -> int:
+    """Free device memory on the current device, in bytes."""
+    free, _ = check(_runtime().cudaMemGetInfo())
+    return int(free)
+
+
 class Stream:
     def __init__(self) -> None:
         cudart = _runtime()

@@ -6,6 +6,11 @@ Only a stage's ``main()`` turns these into a one-line message and an exit code
 
 from __future__ import annotations
 
+import errno
+
+# errno values that are faults of the machine, not bugs: main() turns them into one line
+FS_FAULTS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
+
 
 class PipelineError(Exception):
     """Base class: an expected failure with a message meant for the user."""
@@ -92,3 +97,67 @@ class ChildFailed(PipelineError):
 
 class ServingError(PipelineError):
     """A model server failed to start, answer or stop, or its load generator failed."""
+
+
+class OutputWriteError(OSError):
+    """A file-system fault (full, read-only, no permission, quota) while writing an output.
+
+    ``filename`` is the output's final path (not its temporary file); ``need_bytes`` the space
+    the write needs where known (``at_least``: only a lower bound, what was written before the
+    fault), ``free_bytes`` what its file system had left. :mod:`stages.lib.core.cli` turns it
+    into one line.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        path: str,
+        need_bytes: int | None = None,
+        free_bytes: int | None = None,
+        at_least: bool = False,
+    ) -> None:
+        import os
+
+        super().__init__(code, os.strerror(code), path)
+        self.need_bytes = need_bytes
+        self.free_bytes = free_bytes
+        self.at_least = at_least
+
+
+class OutOfMemory(PipelineError):
+    """A case needs more memory than the machine has (refused before it runs, or it ran out)."""
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    value, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+
+
+# What the runtimes say when an allocation fails (MemoryError aside): PyTorch's CUDA and CPU
+# allocators, ONNX Runtime's arena, the CUDA runtime and driver, TensorRT's builder and context.
+_OOM_TEXT = (
+    "out of memory",
+    "unable to allocate",
+    "failed to allocate",
+    "cudaerrormemoryallocation",
+    "cuda_error_out_of_memory",
+    "allocation failed",
+    "bad_alloc",
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure of a runtime (a fault of the machine, not a bug)."""
+    return isinstance(exc, MemoryError) or any(t in str(exc).lower() for t in _OOM_TEXT)
+
+
+def oom_words(exc: BaseException) -> str:
+    """The runtime's own words on a failed allocation, from the phrase that says so."""
+    text = " ".join(str(exc).split())
+    at = min((text.lower().find(t) for t in _OOM_TEXT if t in text.lower()), default=0)
+    return text[at : at + 160] or type(exc).__name__

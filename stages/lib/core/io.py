@@ -7,30 +7,134 @@ place, so a killed stage never leaves a half-written file that DVC would cache.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import FS_FAULTS, OutputWriteError
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 @contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to ``dest``; rename it onto ``dest`` only on success."""
+def atomic_path(dest: str | os.PathLike[str], need_bytes: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``dest``; rename it onto ``dest`` only on success.
+
+    ``need_bytes``: the output's expected size, when known; a file system with less free space
+    is refused before anything is written. A file-system fault (full, read-only, permission,
+    quota) becomes an :class:`~stages.lib.core.errors.OutputWriteError` naming ``dest``; the
+    temporary file is removed and ``dest`` keeps its earlier content.
+    """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if need_bytes is not None and need_bytes > free_bytes(dest.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest))
+        sweep_stale(dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _fault(exc, dest, need_bytes, None) from exc
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files
-        os.replace(tmp_path, dest)
+        commit(tmp_path, dest)
+    except OSError as exc:
+        raise _fault(exc, dest, need_bytes, tmp_path) from exc
+    except Exception as exc:
+        # torch.save and torch.onnx.export report a full disk as a RuntimeError
+        if "write" in str(exc).lower() and free_bytes(dest.parent) < _FULL_BELOW:
+            full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path))
+            raise _fault(full, dest, need_bytes, tmp_path) from exc
+        raise
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        with contextlib.suppress(OSError):
+            tmp_path.unlink(missing_ok=True)
+
+
+def temp_prefix(dest: Path, tag: str = "") -> str:
+    """The name prefix of ``dest``'s temporary files: hidden, and tagged with this process's
+    id so that :func:`sweep_stale` can tell a killed writer's leftovers (``.dvcignore``
+    hides them from DVC meanwhile)."""
+    return f".{dest.name}.pid{os.getpid()}.{tag + '.' if tag else ''}"
+
+
+_STALE = re.compile(r"^\..+\.pid(\d+)\.")
+
+
+def sweep_stale(folder: Path) -> None:
+    """Remove temporary files and folders in ``folder`` whose writing process is gone (a
+    stage killed before its rename)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        m = _STALE.match(entry.name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def commit(tmp: Path, dest: Path) -> None:
+    """The rename that publishes an output: every atomic write ends here (fault-injection
+    tests patch it)."""
+    os.replace(tmp, dest)
+
+
+_FULL_BELOW = 1 << 20  # bytes free under which a failed write is taken for a full disk
+
+
+def free_bytes(folder: str | os.PathLike[str]) -> int:
+    """Bytes an unprivileged user may still write on ``folder``'s file system."""
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def _fault(exc: OSError, dest: Path, need_bytes: int | None, tmp: Path | None) -> OSError:
+    """``exc`` as an OutputWriteError about ``dest`` when it is a file-system fault of this
+    write (not of some other file the body read); otherwise ``exc`` itself."""
+    if isinstance(exc, OutputWriteError) or exc.errno not in FS_FAULTS:
+        return exc
+    if exc.filename not in (None, str(dest), str(tmp), str(dest.parent)) and not str(exc.filename).startswith(
+        str(dest.parent / f".{dest.name}.")
+    ):
+        return exc
+    written = tmp.stat().st_size if tmp is not None and tmp.exists() else 0
+    old = dest.stat().st_size if dest.is_file() else 0
+    need, at_least = (need_bytes, False) if need_bytes is not None else (max(written, old) or None, True)
+    try:
+        free = free_bytes(dest.parent if dest.parent.exists() else _existing(dest.parent))
+    except OSError:
+        free = None
+    return OutputWriteError(exc.errno or errno.EIO, str(dest), need if exc.errno in FULL else None, free, at_least)
+
+
+def _existing(folder: Path) -> Path:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def _umask() -> int:
@@ -40,13 +144,14 @@ def _umask() -> int:
 
 
 def write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, need_bytes=len(data)) as tmp:
         tmp.write_bytes(data)
 
 
 def write_text(dest: str | os.PathLike[str], text: str) -> None:
-    with atomic_path(dest) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    data = text.encode("utf-8")
+    with atomic_path(dest, need_bytes=len(data)) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(dest: str | os.PathLike[str], obj: Any) -> None:
@@ -108,10 +213,17 @@ def _json_default(obj: Any) -> Any:
 
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary folder that replaces ``dest`` as a whole on success."""
+    """Yield a temporary folder that replaces ``dest`` as a whole on success.
+
+    A file-system fault names the path under ``dest`` (not under the temporary folder), and
+    ``dest`` keeps its earlier content."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(dest.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), dir=dest.parent))
+    except OSError as exc:
+        raise _fault(exc, dest, None, None) from exc
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
@@ -119,10 +231,27 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
             old = dest.with_name(f".{dest.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(dest, old)
-            os.replace(tmp, dest)
+            try:
+                commit(tmp, dest)
+            except OSError:
+                os.replace(old, dest)  # the earlier output comes back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, dest)
+            commit(tmp, dest)
+    except OutputWriteError as exc:
+        raise _moved(exc, tmp, dest) from exc
+    except OSError as exc:
+        raise _fault(exc, dest, None, None) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _moved(exc: OutputWriteError, tmp: Path, dest: Path) -> OutputWriteError:
+    """``exc`` naming the file under ``dest`` that it named under the temporary folder ``tmp``."""
+    name = str(exc.filename)
+    if not name.startswith(str(tmp)):
+        return exc
+    path = str(dest) + name[len(str(tmp)) :]
+    return OutputWriteError(exc.errno or errno.EIO, path, exc.need_bytes, exc.free_bytes, exc.at_least)

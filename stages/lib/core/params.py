@@ -126,6 +126,7 @@ class BenchParams:
 class QualityParams:
     max_top1_drop: float
     min_fp32_agreement: float
+    allow_failed_cases: bool = False  # true: failed build/evaluate/benchmark cases do not fail the gate
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,8 @@ def synthetic(n_train: int, n_test: int, num_classes: int, seed: int) -> RawData
 def save_split(path: Path, split: Split) -> None:
     from ..core.io import atomic_path
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    need = split.images.nbytes + split.labels.nbytes
+    with atomic_path(path, need_bytes=need) as tmp, open(tmp, "wb") as f:
         np.savez(f, images=split.images, labels=split.labels)
 
 

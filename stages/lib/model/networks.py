@@ -54,8 +54,9 @@ def _load_imagenet(model: nn.Module, p: ModelParams) -> None:
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     from ..core.io import atomic_path
 
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+    state = model.state_dict()
+    with atomic_path(path, need_bytes=sum(t.numel() * t.element_size() for t in state.values())) as tmp:
+        torch.save({"state_dict": state, "meta": meta}, tmp)
 
 
 def load_checkpoint(path: str | Path, p: ModelParams) -> tuple[nn.Module, dict[str, Any]]:

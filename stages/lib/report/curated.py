@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
-from . import targets
+from . import failures, targets
 from .quality import gate_checks
 from .results import Collected, ok_records
 from .summary import target_rows
@@ -79,7 +79,8 @@ def training(c: Collected) -> dict[str, Number | None]:
 
 def gate(c: Collected) -> dict[str, Number]:
     """gate_passed (0/1) and gate_failed_checks: the quality gate's verdict on this run."""
-    failed = sum(not check["passed"] for check in gate_checks(c.evals, c.p.quality))
+    checks = gate_checks(c.evals, c.p.quality, _failed_cases(c))
+    failed = sum(not check["passed"] for check in checks)
     return {"gate_passed": int(failed == 0), "gate_failed_checks": failed}
 
 
@@ -93,7 +94,26 @@ def data(c: Collected) -> dict[str, Number]:
     return {"synthetic_data": int(bool(c.meta.get("synthetic")))}
 
 
-SECTIONS: tuple[Section, ...] = (accuracy, top1_drop, speed, gpu, training, gate, performance_targets, data)
+def failed(c: Collected) -> dict[str, Number]:
+    """failed_cases: builds, evaluations and benchmark batches that failed (not skipped)."""
+    return failures.metrics(_failed_cases(c))
+
+
+def _failed_cases(c: Collected) -> list[failures.FailedCase]:
+    return failures.failed_cases(c.evals, c.benches, c.builds)
+
+
+SECTIONS: tuple[Section, ...] = (
+    accuracy,
+    top1_drop,
+    speed,
+    gpu,
+    training,
+    gate,
+    performance_targets,
+    failed,
+    data,
+)
 
 
 def metrics(c: Collected, sections: tuple[Section, ...] = SECTIONS) -> dict[str, Number]:

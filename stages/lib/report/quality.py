@@ -5,16 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.params import QualityParams
+from .failures import FailedCase
 from .results import ran
 
 
-def gate_checks(evals: dict[str, dict[str, Any]], q: QualityParams) -> list[dict[str, Any]]:
-    """One check per evaluated backend x precision.
+def gate_checks(
+    evals: dict[str, dict[str, Any]], q: QualityParams, failed: list[FailedCase] | None = None
+) -> list[dict[str, Any]]:
+    """One check per evaluated backend x precision, and one per failed build or benchmark case.
 
     FP16/INT8: top-1 may fall at most ``max_top1_drop`` points below FP32 of the same backend
     (else PyTorch FP32, else the ORT FP32 reference logits from export, on their images).
     FP32: top-1 agreement with ONNX Runtime FP32 at least ``min_fp32_agreement``. A backend
-    that failed fails its check.
+    that failed, and each failed case of ``failed`` (build, benchmark), fails its check unless
+    ``quality.allow_failed_cases``.
     """
     fp32 = evals.get("fp32", {})
     checks = []
@@ -23,11 +27,19 @@ def gate_checks(evals: dict[str, dict[str, Any]], q: QualityParams) -> list[dict
             if not isinstance(rec, dict):
                 continue
             if rec.get("status") == "failed":
-                checks.append(_check(backend, precision, False, "backend ran", rec.get("reason", "")))
+                checks.append(_check(backend, precision, q.allow_failed_cases, "backend ran", rec.get("reason", "")))
             elif ran(rec):
                 checks.append(
                     _agreement(backend, rec, q) if precision == "fp32" else _drop(backend, precision, rec, fp32, q)
                 )
+    for case in failed or []:
+        if case.stage != "evaluate":  # a failed evaluation has its check above
+            where = case.name.split(" ", 1)[1]
+            checks.append(
+                _check(
+                    case.backend, case.precision, q.allow_failed_cases, f"{case.stage} ran", f"{where}: {case.reason}"
+                )
+            )
     return checks
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..quant import strongtyping
 from . import tables, targets
+from .failures import failed_cases
 from .quality import gate_checks
 from .results import Collected, where
 
@@ -62,9 +63,13 @@ def status_lines(c: Collected) -> list[str]:
                     key = (str(rec["status"]), str(rec.get("reason")))
                     grouped.setdefault(key, []).append(f"{what} {backend} {prec.upper()}")
     for prec, b in c.builds.items():
-        if b.get("status") == "skipped":
-            grouped.setdefault(("skipped", str(b.get("reason"))), []).append(f"build TensorRT {prec.upper()}")
-    return [f"- **{status}**: {reason} ({', '.join(where)})" for (status, reason), where in grouped.items()]
+        if b.get("status") in ("skipped", "failed"):
+            grouped.setdefault((str(b["status"]), str(b.get("reason"))), []).append(f"build TensorRT {prec.upper()}")
+    for case in failed_cases({}, c.benches, {}):
+        if case.batch_size is not None:  # a benchmark batch refused or out of memory
+            grouped.setdefault(("failed", case.reason), []).append(case.name)
+    lines = [f"- **{status}**: {reason} ({', '.join(where)})" for (status, reason), where in grouped.items()]
+    return sorted(lines, key=lambda line: not line.startswith("- **failed**"))  # failures first
 
 
 def summary_markdown(c: Collected, plots_dir: Path, extra: list[str] | None = None) -> str:
@@ -90,7 +95,7 @@ def summary_markdown(c: Collected, plots_dir: Path, extra: list[str] | None = No
     ]
     status = status_lines(c)
     lines += ["## Skipped or not run", ""] + (status or ["- nothing"]) + [""]
-    checks = gate_checks(c.evals, p.quality)
+    checks = gate_checks(c.evals, p.quality, failed_cases(c.evals, c.benches, c.builds))
     lines += ["## Accuracy (full test split)", ""] + tables.accuracy_table(c) + [""]
     lines += ["## Quality gate", "", "| backend | precision | rule | passed | detail |", "|---|---|---|---|---|"]
     lines += [
