@@ -14,7 +14,8 @@ from typing import Any
 
 from .lib.core.cli import run_main
 from .lib.core.io import write_json, write_text
-from .lib.report import plot, targets
+from .lib.report import int8budget, plot, targets
+from .lib.report.harmplot import harm_plot
 from .lib.report.results import Collected, collect, ok_records, where
 from .lib.report.summary import status_lines, summary_markdown, target_rows
 from .lib.serving.report import served_report
@@ -77,8 +78,12 @@ def run(args: argparse.Namespace) -> None:
     plots = args.model_dir / "plots"
     write_plots(c, plots)
     served, _ = served_report(args.model_dir, plots)  # writes plots/served.png when anything was served
-    write_text(args.model_dir / "summary.md", summary_markdown(c, plots, served))
-    write_json(args.model_dir / "metrics.json", flat_metrics(c))
+    budget = int8budget.load(args.model_dir)  # the choose stage's INT8 budget search
+    harm_plot(budget, plots / "int8_harm.png")
+    int8_profile = (c.layers.get("int8") or {}).get("tensorrt")
+    extra = served + int8budget.section(budget, int8_profile)
+    write_text(args.model_dir / "summary.md", summary_markdown(c, plots, extra))
+    write_json(args.model_dir / "metrics.json", {**flat_metrics(c), **int8budget.metrics(budget)})
     for line in status_lines(c):
         log.warning("%s", line.lstrip("- ").replace("**", ""))
     log.info("wrote %s", args.model_dir / "summary.md")

@@ -22,7 +22,9 @@ def toy_model(path: Path, outlier: float, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
 
     def w(name: str, cout: int, cin: int, k: int) -> onnx.TensorProto:
-        return numpy_helper.from_array((rng.normal(size=(cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32), name)
+        return numpy_helper.from_array(
+            (rng.normal(size=(cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32), name
+        )
 
     w0 = numpy_helper.to_array(w("w0", 8, 3, 3)).copy()
     w0[0] *= outlier  # channel 0 of conv0's output: the outlier channel

@@ -254,7 +254,9 @@ def test_choose_stage_at_the_time_cap_writes_its_report_and_says_so_in_one_line(
         assert choose.main(["--params", "params.yaml", *CHOOSE]) == 0
     r = json.loads(Path("int8_budget.json").read_text())
     assert r["outcome"] == "time_cap" and not r["met"] and r["float_groups"] == 0
-    warnings = [rec.getMessage() for rec in caplog.records if rec.levelname == "WARNING" and rec.name == "stages.choose"]
+    warnings = [
+        rec.getMessage() for rec in caplog.records if rec.levelname == "WARNING" and rec.name == "stages.choose"
+    ]
     assert len(warnings) == 1 and "calibrate.search_max_s (0 s) ended the search" in warnings[0]
     assert onnx.load("int8.onnx") == onnx.load("int8_full.onnx")  # the lowest drop found: full INT8
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*tmp*"))
