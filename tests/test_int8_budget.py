@@ -260,3 +260,85 @@ def test_choose_stage_at_the_time_cap_writes_its_report_and_says_so_in_one_line(
     assert len(warnings) == 1 and "calibrate.search_max_s (0 s) ended the search" in warnings[0]
     assert onnx.load("int8.onnx") == onnx.load("int8_full.onnx")  # the lowest drop found: full INT8
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*tmp*"))
+
+
+# -- the report and the gate ---------------------------------------------------------------------
+
+
+def _budget(outcome: str, met: bool) -> dict:
+    groups = [
+        {"group": "conv:/layer1/conv1/Conv", "kind": "conv", "node": "/layer1/conv1/Conv", "harm": 0.9},
+        {"group": "skip:/layer1/Add", "kind": "skip", "node": "/layer1/Add", "harm": 0.05},
+        {"group": "pool:/pool", "kind": "pool", "node": "/pool", "harm": None},
+    ]
+    return {
+        "budget_pts": 0.5,
+        "heldout_images": 1000,
+        "rank_images": 128,
+        "fp32_top1": 40.0,
+        "drop_before_pts": 3.2,
+        "drop_after_pts": 0.3 if met else 1.1,
+        "met": met,
+        "outcome": outcome,
+        "float_groups": 1,
+        "groups_total": 3,
+        "reverted": groups[:1],
+        "ranking_complete": outcome != "time_cap",
+        "rank_s": 12.0,
+        "choose_s": 3.0,
+        "search_max_s": 900,
+        "evaluations": [{"float_groups": 0, "drop_pts": 3.2}, {"float_groups": 1, "drop_pts": 0.3}],
+        "provider": "CPUExecutionProvider",
+        "high_precision": "fp32",
+        "groups": groups,
+    }
+
+
+def test_report_section_metrics_plot_and_gate_check(tmp_path: Path) -> None:
+    from stages.lib.report import int8budget
+    from stages.lib.report.harmplot import harm_plot
+
+    b = _budget("met", True)
+    profile = {
+        "total_ms": 2.0,
+        "layers": [
+            {"layer": "/layer1/conv1/Conv + /layer1/relu/Relu", "ms_mean": 0.5},
+            {"layer": "/layer2/conv1/Conv", "ms_mean": 1.5},
+        ],
+    }
+    text = "\n".join(int8budget.section(b, profile))
+    assert "Full INT8: 3.20 points below FP32; as built: 0.30 points, with 1 of 3 Q/DQ groups in float" in text
+    assert "| `conv:/layer1/conv1/Conv` | conv | 0.900 | 25.0% |" in text
+    assert "no GPU profile" in "\n".join(int8budget.section(b, None))
+    assert int8budget.metrics(b) == {
+        "int8_heldout_drop_pts": 0.3,
+        "int8_heldout_drop_full_pts": 3.2,
+        "int8_float_groups": 1,
+    }
+    assert int8budget.metrics(None) == {}
+    assert int8budget.gate_check(b)["passed"] is True
+    missed = int8budget.gate_check(_budget("time_cap", False))
+    assert missed["passed"] is False and "`calibrate.search_max_s` ended the search" in missed["detail"]
+    assert harm_plot(b, tmp_path / "int8_harm.png")
+    assert (tmp_path / "int8_harm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    nothing = dict(b, groups=[dict(g, harm=None) for g in b["groups"]])
+    assert not harm_plot(nothing, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+
+
+def test_gate_fails_when_the_budget_was_missed(project: Path) -> None:
+    from tests.conftest import run_stage as stage
+
+    model_dir = project / "reports" / "m"
+    (model_dir / "eval").mkdir(parents=True)
+    ok = {"status": "ok", "top1": 50.0, "top1_agreement_vs_ort_fp32": 1.0}
+    for prec in ("fp32", "fp16", "int8"):
+        (model_dir / "eval" / f"{prec}.json").write_text(json.dumps({"onnxruntime": ok}))
+    (model_dir / "int8_budget.json").write_text(json.dumps(_budget("unreachable", False)))
+    proc = stage("gate", ["--model-dir", "reports/m", "--out", "reports/m/gate.json"], project, check=False)
+    assert proc.returncode == 1
+    assert "onnxruntime int8 fails 'held-out top-1 drop <= 0.5 points'" in proc.stderr
+    gate = json.loads((model_dir / "gate.json").read_text())
+    assert gate["passed"] is False and gate["failed"] == 1
+    (model_dir / "int8_budget.json").write_text(json.dumps(_budget("met", True)))
+    stage("gate", ["--model-dir", "reports/m", "--out", "reports/m/gate.json"], project)
+    assert json.loads((model_dir / "gate.json").read_text())["passed"] is True
