@@ -45,11 +45,12 @@ def gate_check(b: dict[str, Any]) -> dict[str, Any]:
 
 
 def layer_share(node: str, profile: dict[str, Any] | None) -> float | None:
-    """The share (%) of the TensorRT INT8 engine's layer time spent in layers built from ``node``."""
+    """The share (%) of the TensorRT INT8 engine's layer time spent in layers built from ``node``
+    (None without a profile, or when no layer of it names the node)."""
     if not profile or not profile.get("total_ms"):
         return None
-    ms = sum(r["ms_mean"] for r in profile["layers"] if node in r["layer"].split(" + "))
-    return 100.0 * ms / profile["total_ms"]
+    rows = [r for r in profile["layers"] if node in r["layer"].split(" + ")]
+    return 100.0 * sum(r["ms_mean"] for r in rows) / profile["total_ms"] if rows else None
 
 
 def section(b: dict[str, Any] | None, profile: dict[str, Any] | None) -> list[str]:
@@ -79,7 +80,7 @@ def section(b: dict[str, Any] | None, profile: dict[str, Any] | None) -> list[st
         lines += ["", _reverted_note(b), "", "| group | kind | harm | share of INT8 layer time |", "|---|---|---|---|"]
         for g in b["reverted"]:
             share = layer_share(g["node"], profile)
-            cell = "no GPU profile" if share is None else f"{share:.1f}%"
+            cell = f"{share:.1f}%" if share is not None else "not in the profile" if profile else "no GPU profile"
             lines.append(f"| `{g['group']}` | {g['kind']} | {g['harm']:.3f} | {cell} |")
     return lines
 
