@@ -182,6 +182,9 @@ def test_choice_bisects_and_stops_at_the_cap() -> None:
     assert choice.reverted == [f"g{i}" for i in range(14)] and choice.drop == 6.0 and choice.met
     assert calls == [1, 2, 4, 8, 16, 12, 14, 13]  # doubling, then bisection between 8 and 16
     calls.clear()
+    # a drop computed as 30.8 - 30.7 meets a budget of 0.1
+    tenth = search.choose(ranked, lambda gs: 30.8 - 30.7 if gs else 0.5, 0.5, budget=0.1, deadline=float("inf"))
+    assert tenth.reverted == ["g0"] and tenth.met
     unreachable = search.choose(ranked, drop_of, 20.0, budget=-1.0, deadline=float("inf"))
     assert unreachable.outcome == "unreachable" and not unreachable.met
     assert len(unreachable.reverted) == 20 and unreachable.drop == 0.0  # the lowest drop found

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 Logits = Callable[[Any, Images], np.ndarray]  # (ONNX model proto, images) -> logits
 Clock = Callable[[], float]
+EPS = 1e-6  # points: a drop of 30.8 - 30.7 (0.1000000000000014) is within a budget of 0.1
 
 
 def sample_error(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
@@ -112,7 +113,7 @@ def choose(
     """The fewest leading groups of ``ranked`` whose reversion brings the drop
     (``drop_of(groups)``, in points) within ``budget``: counts 1, 2, 4, ... until one holds,
     then bisection. Stops at ``deadline``, keeping the best count evaluated."""
-    if full_drop <= budget:
+    if full_drop <= budget + EPS:
         return Choice([], full_drop, "within_budget")
     drops: dict[int, float] = {0: full_drop}
 
@@ -131,7 +132,7 @@ def choose(
         d = at(k)
         if d is None:
             return _ended(ranked, drops, budget, "time_cap")
-        if d <= budget:
+        if d <= budget + EPS:
             hi = k
         else:
             lo, k = k, (len(ranked) if k < len(ranked) < 2 * k else 2 * k)
@@ -142,13 +143,13 @@ def choose(
         d = at(mid)
         if d is None:
             return _ended(ranked, drops, budget, "time_cap")
-        lo, hi = (lo, mid) if d <= budget else (mid, hi)
+        lo, hi = (lo, mid) if d <= budget + EPS else (mid, hi)
     return Choice([g.name for g in ranked[:hi]], drops[hi], "met", _evaluations(drops))
 
 
 def _ended(ranked: list[Group], drops: dict[int, float], budget: float, outcome: str) -> Choice:
     """The search stopped early: the fewest groups that met the budget, else the lowest drop."""
-    within = [k for k, d in drops.items() if d <= budget]
+    within = [k for k, d in drops.items() if d <= budget + EPS]
     k = min(within) if within else min(drops, key=lambda n: (drops[n], n))
     return Choice([g.name for g in ranked[:k]], drops[k], outcome, _evaluations(drops))
 
