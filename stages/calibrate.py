@@ -1,4 +1,5 @@
-"""calibrate: explicit INT8 quantization -> a Q/DQ ONNX model + a readable range cache.
+"""calibrate: explicit INT8 quantization -> the full Q/DQ ONNX model + a readable range cache
+(the rank and choose stages then keep the groups that break the accuracy budget in float).
 
 Ranges come from ONNX Runtime's calibrators (entropy, minmax or percentile) over the
 calibration subset of the *training* split. Q/DQ nodes follow TensorRT's placement advice:

@@ -15,6 +15,7 @@ from .lib.core.cli import run_main
 from .lib.core.config import load_params
 from .lib.core.errors import QualityGateError
 from .lib.core.io import read_json, write_json
+from .lib.report import int8budget
 from .lib.report.failures import read_failed_cases
 from .lib.report.quality import gate_checks
 
@@ -25,6 +26,9 @@ def run(args: argparse.Namespace) -> None:
     p = load_params(args.params)
     evals = {prec: read_json(args.model_dir / "eval" / f"{prec}.json") for prec in p.precisions}
     checks = gate_checks(evals, p.quality, read_failed_cases(args.model_dir, p.precisions))
+    budget = int8budget.load(args.model_dir)  # the INT8 budget on held-out images (choose stage)
+    if budget and "int8" in p.precisions:
+        checks.append(int8budget.gate_check(budget))
     failed = [c for c in checks if not c["passed"]]
     write_json(
         args.out,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .lib.core.cli import run_main
 from .lib.core.io import write_json, write_text
-from .lib.report import curated, plot, plotdata
+from .lib.report import curated, int8budget, plot, plotdata
+from .lib.report.harmplot import harm_plot
 from .lib.report.results import Collected, collect, where
 from .lib.report.summary import status_lines, summary_markdown
 from .lib.serving.report import served_report
@@ -53,7 +54,11 @@ def run(args: argparse.Namespace) -> None:
     plots = args.model_dir / "plots"
     write_plots(c, plots)
     served, _ = served_report(args.model_dir, plots)  # writes plots/served.png when anything was served
-    write_text(args.model_dir / "summary.md", summary_markdown(c, plots, served))
+    budget = c.int8_budget  # the choose stage's INT8 budget search
+    harm_plot(budget, plots / "int8_harm.png")
+    int8_profile = (c.layers.get("int8") or {}).get("tensorrt")
+    extra = served + int8budget.section(budget, int8_profile)
+    write_text(args.model_dir / "summary.md", summary_markdown(c, plots, extra))
     plotdata.write(c, args.model_dir / "plot_data")
     write_json(args.model_dir / "metrics.json", curated.metrics(c))
     for line in status_lines(c):

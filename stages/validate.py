@@ -36,6 +36,12 @@ def data_problems(p: Params) -> list[str]:
             f"{'the synthetic set' if p.data.source == 'synthetic' else p.data.raw_dir}: "
             f"use at most {n_train} (calibration images are drawn from the training split)"
         ]
+    if p.data.calib_size + p.calibrate.heldout_images > n_train:
+        return [
+            f"calibrate.heldout_images: {p.calibrate.heldout_images} held-out and {p.data.calib_size} "
+            f"calibration images exceed the {n_train} training images they are drawn from: use at most "
+            f"{n_train - p.data.calib_size} (or lower data.calib_size)"
+        ]
     return []
 
 

@@ -719,6 +719,10 @@ def test_validate_counts_the_raw_training_images_without_decoding(project: Path,
     proc = run_stage("validate", ["--out", "ok.json"], project, check=False)
     one_line_error(proc, "validate", "data.calib_size: 4 exceeds the 3 training images in data/raw", "at most 3")
     edit_params(project, lambda r: r["data"].update(calib_size=3) or r["calibrate"].update(num_images=3))
+    proc = run_stage("validate", ["--out", "ok.json"], project, check=False)
+    one_line_error(proc, "validate", "calibrate.heldout_images: 256 held-out and 3 calibration images exceed the 3")
+    edit_params(project, lambda r: r["data"].update(calib_size=2) or r["calibrate"].update(num_images=2))
+    edit_params(project, lambda r: r["calibrate"].update(heldout_images=1, rank_images=1))
     run_stage("validate", ["--out", "ok.json"], project)
     assert json.loads((project / "ok.json").read_text()) == {"params_valid": True}
 

@@ -423,6 +423,16 @@ def test_calibration_images_must_fit_the_calibration_subset() -> None:
     ]
 
 
+def test_int8_budget_sizes_and_cap() -> None:
+    raw = _base()
+    raw["calibrate"].update(heldout_images=100, rank_images=200, search_max_s=0)
+    err, _ = _problems(raw)
+    assert err.problems == [
+        "calibrate.search_max_s: must be > 0, got 0.0",
+        "calibrate.rank_images (200) exceeds calibrate.heldout_images (100): the groups are ranked on held-out images",
+    ]
+
+
 @pytest.mark.parametrize(
     ("section", "key", "value", "expected"),
     [

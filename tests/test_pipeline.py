@@ -27,7 +27,7 @@ D = f"reports/{MODEL}"
 # that a barely trained model on 128 test images always meets; these tests are about what DVC
 # runs, the gate's arithmetic is tested in test_report.py.
 EXTRA = ["train.subset=128", "quality.max_top1_drop=100.0"]
-UPSTREAM = ["prepare", "train", "export", "calibrate"]
+UPSTREAM = ["prepare", "train", "export", "calibrate", "rank", "choose"]
 PER_PRECISION = ["build", "evaluate", "benchmark"]
 
 
@@ -54,7 +54,7 @@ def test_repo_default_is_the_tiny_setup(repo: Repo) -> None:
 
 def test_first_repro_runs_every_stage(repo: Repo, stage_names: list[str], first_repro: str) -> None:
     assert sorted(ran(first_repro)) == sorted(stage_names)
-    assert len(stage_names) == 21
+    assert len(stage_names) == 23
     assert ran(first_repro)[0] == "validate"
     assert unchanged(first_repro) == []
     lock = yaml.safe_load((repo.path / "dvc.lock").read_text())
@@ -137,6 +137,8 @@ def test_first_repro_writes_the_report(repo: Repo, first_repro: str) -> None:
         "onnx/int8.onnx",
         "reference_logits.npy",
         "calibration/ranges.json",
+        "calibration/int8_full.onnx",
+        "calibration/ranking.json",
     ):
         assert (repo.path / "artifacts" / MODEL / out).is_file(), out
 
@@ -271,11 +273,29 @@ def test_editing_a_library_module_reruns_exactly_its_stages_and_what_they_feed(r
     module.write_text(code.replace('_{tag}_Q"', '_{tag}_quantize"'))
     status = repo.dvc("status")
     changed = set(re.findall(r"^(\S+):$", status, re.M))
-    assert changed == {"export", "calibrate", "probe"}, status
-    assert status.count("stages/lib/quant/onnxgraph.py") == 2
+    assert changed == {"export", "calibrate", "rank", "choose", "probe"}, status
+    assert status.count("stages/lib/quant/onnxgraph.py") == 4
 
     out = repo.dvc("repro")
     int8 = {"build@int8", "evaluate@int8", "benchmark@int8"}
     # package holds every ONNX model; serve@int8 serves int8.onnx
-    assert set(ran(out)) == {"probe", "export", "calibrate", *int8, "package", "serve@int8", "report", "gate"}
+    assert set(ran(out)) == {
+        *("probe", "export", "calibrate", "rank", "choose"),
+        *(*int8, "package", "serve@int8", "report", "gate"),
+    }
     assert {"train", "prepare", "build@fp32", "evaluate@fp16", "benchmark@fp32", "serve@fp32"} <= set(unchanged(out))
+
+
+def test_a_new_int8_budget_reuses_the_ranking_and_only_chooses_again(repo: Repo) -> None:
+    repo.git("checkout", "--", ".")
+    repo.dvc("repro")
+    ranking = (repo.path / "artifacts" / MODEL / "calibration" / "ranking.json").read_bytes()
+    out = repo.dvc("exp", "run", "-S", "quality.max_top1_drop=50")
+    assert "choose" in ran(out) and "rank" in unchanged(out)
+    assert not {"calibrate", "rank", "train", "export"} & set(ran(out))
+    assert (repo.path / "artifacts" / MODEL / "calibration" / "ranking.json").read_bytes() == ranking
+    budget = repo.json(f"{D}/int8_budget.json")
+    assert budget["budget_pts"] == 50
+    metrics = repo.json(f"{D}/metrics.json")
+    assert metrics["int8_float_groups"] == budget["float_groups"]
+    assert metrics["int8_heldout_drop_pts"] == budget["drop_after_pts"]

@@ -86,6 +86,9 @@ class CalibrateParams:
     min_agreement: float  # below it: try fallback_methods, then warn
     fallback_methods: list[str]  # tried in order while agreement stays below min_agreement
     high_precision: str  # fp32 | fp16: the float type of what the Q/DQ nodes leave unquantized
+    heldout_images: int  # training images (not calibration ones) the INT8 budget is checked on
+    rank_images: int  # the worst-hit held-out images the Q/DQ groups are ranked on
+    search_max_s: float  # time cap of the ranking and the choice together
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,23 @@ def _calibrate_problems(p: Params) -> list[str]:
         problems.append(f"calibrate.min_agreement: must be in [0, 1], got {c.min_agreement}")
     if not 0.0 < c.percentile <= 100.0:
         problems.append(f"calibrate.percentile: must be in (0, 100], got {c.percentile}")
+    return problems + _budget_problems(c)
+
+
+def _budget_problems(c: CalibrateParams) -> list[str]:
+    """The INT8 budget search's sizes and time cap."""
+    problems = []
+    for where, value in (
+        ("calibrate.heldout_images", c.heldout_images),
+        ("calibrate.rank_images", c.rank_images),
+        ("calibrate.search_max_s", c.search_max_s),
+    ):
+        problems += _positive(where, value)
+    if c.rank_images > c.heldout_images:
+        problems.append(
+            f"calibrate.rank_images ({c.rank_images}) exceeds calibrate.heldout_images ({c.heldout_images}): "
+            "the groups are ranked on held-out images"
+        )
     return problems
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
-from . import failures, targets
+from . import failures, int8budget, targets
 from .quality import gate_checks
 from .results import Collected, ok_records
 from .summary import target_rows
@@ -80,6 +80,8 @@ def training(c: Collected) -> dict[str, Number | None]:
 def gate(c: Collected) -> dict[str, Number]:
     """gate_passed (0/1) and gate_failed_checks: the quality gate's verdict on this run."""
     checks = gate_checks(c.evals, c.p.quality, _failed_cases(c))
+    if c.int8_budget and "int8" in c.p.precisions:
+        checks.append(int8budget.gate_check(c.int8_budget))
     failed = sum(not check["passed"] for check in checks)
     return {"gate_passed": int(failed == 0), "gate_failed_checks": failed}
 
@@ -87,6 +89,12 @@ def gate(c: Collected) -> dict[str, Number]:
 def performance_targets(c: Collected) -> dict[str, Number | bool | None]:
     """target_<key> (the measured value) and target_<key>_met (0/1), for measured targets."""
     return targets.metrics(target_rows(c))
+
+
+def int8_budget(c: Collected) -> dict[str, Number]:
+    """int8_heldout_drop_pts (after the search) and int8_heldout_drop_full_pts (every group in
+    INT8), points below FP32 on the held-out images, and int8_float_groups kept in float."""
+    return int8budget.metrics(c.int8_budget)
 
 
 def data(c: Collected) -> dict[str, Number]:
@@ -112,6 +120,7 @@ SECTIONS: tuple[Section, ...] = (
     gate,
     performance_targets,
     failed,
+    int8_budget,
     data,
 )
 

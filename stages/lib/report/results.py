@@ -15,6 +15,7 @@ from typing import Any, TypeGuard
 from ..core.config import load_params
 from ..core.io import read_json
 from ..core.params import Params
+from . import int8budget
 
 ByPrecision = dict[str, dict[str, Any]]
 
@@ -54,6 +55,7 @@ class Collected:
     benches: ByPrecision
     records: list[dict[str, Any]]  # every benchmark row (bench/<p>.csv)
     layers: dict[str, dict[str, Any]]  # TensorRT layer profiles (bench/<p>_layers.json)
+    int8_budget: dict[str, Any] | None = None  # the choose stage's search (int8_budget.json)
 
 
 def read_csv(path: Path) -> list[dict[str, Any]]:
@@ -90,6 +92,7 @@ def collect(params_path: str, d: Path, fingerprint: Path | None = None, data_met
         benches={prec: _maybe(d / "bench" / f"{prec}.json") for prec in precs},
         records=records,
         layers={prec: _maybe(d / "bench" / f"{prec}_layers.json") for prec in precs},
+        int8_budget=int8budget.load(d),
     )
 
 
