@@ -126,8 +126,17 @@ class Server:
     """A Triton server process (stages.lib.serving.server) on 127.0.0.1; a context manager
     that waits until the model is loaded and always stops the process group on exit."""
 
-    def __init__(self, sp: ServingPython, args: list[str], workdir: Path, token: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        sp: ServingPython,
+        args: list[str],
+        workdir: Path,
+        token: str,
+        timeout_s: float,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.sp, self.args, self.workdir, self.token, self.timeout_s = sp, args, workdir, token, timeout_s
+        self.extra_env = dict(env or {})  # e.g. PYTRITON_NO_TENSORSTORE
         self.grpc_port, self.http_port = free_port(), free_port()
         self.status_file = workdir / "server-status.json"
         self.log_file = workdir / "server.log"
@@ -142,7 +151,7 @@ class Server:
                 cmd,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
-                env=self.sp.env(**{TOKEN_ENV: self.token}),
+                env=self.sp.env(**self.extra_env, **{TOKEN_ENV: self.token}),
                 start_new_session=True,
             )
         try:
