@@ -13,7 +13,7 @@ set -euo pipefail
 venv=$(cd "${1:?usage: install-perf-analyzer.sh SERVE_VENV}" && pwd)
 wheel="tritonclient==2.51.0 --hash=sha256:c485bb0123bdf310f90bc8b03d3489b28df2ffed55b30c7eee0b795b48113d52"
 
-if ! ldconfig -p | grep -q 'libb64\.so\.0d'; then
+if ! ldconfig -p | grep 'libb64\.so\.0d' >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get install -y -q libb64-0d >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q libb64-0d >/dev/null; }
   else

@@ -110,16 +110,26 @@ def one_round(sp: ServingPython, pa: str, options: list[Option], levels: list[in
     return out
 
 
-def table(records: list[dict[str, Any]], rounds: int) -> list[str]:
-    lines = [f"| option | concurrency | img/s (median of {rounds}) | each round | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]
-    keys = dict.fromkeys((r["option"], r["concurrency"]) for r in records)
-    for name, c in keys:
+def _median(rows: list[dict[str, Any]], key: str) -> str:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return f"{statistics.median(values):,.2f}" if values else "-"
+
+
+def table(records: list[dict[str, Any]]) -> list[str]:
+    """Markdown: per option and concurrency, the median over rounds (and each round's img/s)."""
+    lines = [
+        "| option | in flight | img/s (median) | img/s each round | p50 ms | p99 ms | server queue ms "
+        "| server compute ms | executed batch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in dict.fromkeys((r["option"], r["concurrency"]) for r in records):
         rows = [r for r in records if r["option"] == name and r["concurrency"] == c]
         ips = [r["throughput_ips"] for r in rows]
+        cells = [_median(rows, k) for k in ("latency_ms_p50", "latency_ms_p99", "server_queue_ms_mean",
+                                            "server_compute_ms_mean", "server_batch_mean")]
         lines.append(
             f"| {name} | {c} | {statistics.median(ips):,.0f} | {', '.join(f'{v:,.0f}' for v in ips)} "
-            f"| {statistics.median(r['latency_ms_p50'] for r in rows):.2f} "
-            f"| {statistics.median(r['latency_ms_p99'] for r in rows):.2f} |"
+            f"| {' | '.join(cells)} |"
         )
     return lines
 
@@ -139,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     for r in range(args.rounds):
         records += [{"round": r + 1, **rec} for rec in one_round(sp, pa, options, levels)]
-    lines = table(records, args.rounds)
+    lines = table(records)
     machine = {"machine": platform.machine(), "cpus": __import__("os").cpu_count(), "perf_analyzer": perf.version(pa)}
-    write_json(args.out, {"command": " ".join(sys.argv), **machine, "versions": sp.versions, "records": records})
+    command = "python -m stages.lib.serving.options " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_json(args.out, {"command": command, **machine, "versions": sp.versions, "records": records})
     print("\n".join(lines))
     return 0
 
