@@ -6,9 +6,8 @@ so they see the same machine.
 
 Each option changes one thing against ``baseline`` (the serve stage's settings: one instance,
 max batch 64, preferred batch 8, 500 us queue delay, gRPC, 8 images a request, TensorStore
-shared memory). ``python-loader`` loads the same server with the project's former Python
-load generator (tritonclient threads) instead of perf_analyzer. Prints a markdown table of
-the median over rounds per option and concurrency; writes every measurement to ``--out``.
+shared memory). Prints a markdown table of the median over rounds per option and
+concurrency; writes every measurement to ``--out``.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from typing import Any
 
 from ..io import write_json
 from . import perf
-from .process import Server, ServingPython, run_load, serving_python, workdir
+from .process import Server, ServingPython, serving_python, workdir
 from .server import passthrough_name
 from .spec import ModelSpec, TensorSpec
 
@@ -51,7 +50,6 @@ class Option:
     server_args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     load: perf.Load = perf.Load(batch_size=8, window_ms=1000)
-    python_loader: bool = False
 
     def server_key(self) -> tuple[Any, ...]:
         return (json.dumps(self.spec.to_json()), self.server_args, self.env)
@@ -59,32 +57,22 @@ class Option:
 
 OPTIONS = [
     Option("baseline"),
-    Option("python-loader", python_loader=True),
     Option("http", load=perf.Load(8, 1000, "http")),
     Option("1 image a request", load=perf.Load(1, 1000)),
     Option("32 images a request", load=perf.Load(32, 1000)),
     Option("4 instances", server_args=("--instances", "4")),
     Option("decoupled", server_args=("--decoupled",), load=perf.Load(8, 1000, streaming=True)),
     Option("PYTRITON_NO_TENSORSTORE=1", env=(("PYTRITON_NO_TENSORSTORE", "1"),)),
-    Option("max batch 1024, no preferred size", spec=dataclasses.replace(BASE, max_batch_size=1024,
-                                                                         preferred_batch_sizes=())),
+    Option(
+        "max batch 1024, no preferred size",
+        spec=dataclasses.replace(BASE, max_batch_size=1024, preferred_batch_sizes=()),
+    ),
     Option("no queue delay", spec=dataclasses.replace(BASE, max_queue_delay_us=0)),
 ]
 
 
-def measure_python_loader(sp: ServingPython, server: Server, tmp: Path, option: Option, levels: list[int],
-                          seconds: float) -> list[dict[str, Any]]:
-    spec = dataclasses.replace(option.spec, name=passthrough_name(option.spec.name))
-    write_json(tmp / "pt-spec.json", spec.to_json())
-    args = ["--spec", str(tmp / "pt-spec.json"), "--url", server.grpc_url, "--batch-size", str(option.load.batch_size)]
-    args += ["--concurrencies", ",".join(map(str, levels)), "--requests", "1000000", "--max-seconds", str(seconds)]
-    result = run_load(sp, args, tmp / "load.json", server.token, len(levels) * seconds + 120)
-    return list(result["levels"])
-
-
-def measure(sp: ServingPython, pa: str, server: Server, tmp: Path, option: Option, levels: list[int]) -> list[dict[str, Any]]:
-    if option.python_loader:
-        return measure_python_loader(sp, server, tmp, option, levels, perf.WINDOWS * option.load.window_ms / 1000)
+def measure(pa: str, server: Server, tmp: Path, option: Option, levels: list[int]) -> list[dict[str, Any]]:
+    """The pass-through model at each level, loaded as ``option`` says."""
     url = server.grpc_url if option.load.protocol == "grpc" else f"127.0.0.1:{server.http_port}"
     model = passthrough_name(option.spec.name)
     return [perf.run_level(pa, model, url, option.load, c, server.token, tmp) for c in levels]
@@ -103,10 +91,15 @@ def one_round(sp: ServingPython, pa: str, options: list[Option], levels: list[in
             args = ["--spec", str(tmp / "spec.json"), "--backend", "none", "--precision", "fp32", *first.server_args]
             with Server(sp, args, tmp, secrets.token_urlsafe(16), 300.0, dict(first.env)) as server:
                 for o in group:
-                    for rec in measure(sp, pa, server, tmp, o, levels):
+                    for rec in measure(pa, server, tmp, o, levels):
                         out.append({"option": o.name, **rec})
-                        log.info("%s c%d: %.0f img/s p50 %.2f ms", o.name, rec["concurrency"],
-                                 rec["throughput_ips"], rec["latency_ms_p50"])
+                        log.info(
+                            "%s c%d: %.0f img/s p50 %.2f ms",
+                            o.name,
+                            rec["concurrency"],
+                            rec["throughput_ips"],
+                            rec["latency_ms_p50"],
+                        )
     return out
 
 
@@ -125,8 +118,16 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     for name, c in dict.fromkeys((r["option"], r["concurrency"]) for r in records):
         rows = [r for r in records if r["option"] == name and r["concurrency"] == c]
         ips = [r["throughput_ips"] for r in rows]
-        cells = [_median(rows, k) for k in ("latency_ms_p50", "latency_ms_p99", "server_queue_ms_mean",
-                                            "server_compute_ms_mean", "server_batch_mean")]
+        cells = [
+            _median(rows, k)
+            for k in (
+                "latency_ms_p50",
+                "latency_ms_p99",
+                "server_queue_ms_mean",
+                "server_compute_ms_mean",
+                "server_batch_mean",
+            )
+        ]
         lines.append(
             f"| {name} | {c} | {statistics.median(ips):,.0f} | {', '.join(f'{v:,.0f}' for v in ips)} "
             f"| {' | '.join(cells)} |"

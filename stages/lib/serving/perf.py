@@ -115,9 +115,7 @@ def version(pa: str) -> str:
     return found.group(1) if found else "unknown"
 
 
-def run_level(
-    pa: str, model: str, url: str, load: Load, concurrency: int, token: str, workdir: Path
-) -> dict[str, Any]:
+def run_level(pa: str, model: str, url: str, load: Load, concurrency: int, token: str, workdir: Path) -> dict[str, Any]:
     """Measure one model at one concurrency; its record."""
     csv_out = workdir / f"{model}-c{concurrency}.csv"
     cmd = command(pa, model, url, load, concurrency, token, csv_out)

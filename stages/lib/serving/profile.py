@@ -123,8 +123,9 @@ def run(args: argparse.Namespace) -> None:
                 cmd = [spy, "record", "-p", str(server.proc.pid), "--subprocesses", "--gil", "-r", "200", "-f", "raw"]
                 spy_proc = subprocess.Popen([*cmd, "-o", str(tmp / "spy.txt"), "-d", str(int(args.seconds * 2))])
             before, children0, t0 = cpu_seconds(pids), _children_cpu(), time.perf_counter()
-            record = perf.run_level(pa, passthrough_name(BASE.name), server.grpc_url, load, args.concurrency,
-                                    server.token, tmp)
+            record = perf.run_level(
+                pa, passthrough_name(BASE.name), server.grpc_url, load, args.concurrency, server.token, tmp
+            )
             wall = time.perf_counter() - t0
             used = {k: v - before.get(k, 0.0) for k, v in cpu_seconds(pids).items()}
             used["perf_analyzer (the load)"] = _children_cpu() - children0

@@ -178,7 +178,9 @@ def plot(served: list[dict[str, Any]], bench: list[dict[str, Any]], dest: Path) 
             xp = [r["concurrency"] for r in pt]
             ax_ips.plot(xp, [r["throughput_ips"] for r in pt], "s:", color=color, label=f"{label} pass-through")
             ax_lat.plot(xp, [r["latency_ms_p99"] for r in pt], "s:", color=color, label=f"{label} pass-through p99")
-        _reference_lines(ax_ips, ax_lat, in_process(bench, backend, precision, int(rows[0]["batch_size"])), color, label)
+        _reference_lines(
+            ax_ips, ax_lat, in_process(bench, backend, precision, int(rows[0]["batch_size"])), color, label
+        )
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     levels = sorted({r["concurrency"] for r in served})
@@ -205,7 +207,9 @@ def _reference_lines(ax_ips: Any, ax_lat: Any, ref: dict[str, Any] | None, color
     """The in-process figures as dashed horizontal lines."""
     if not ref:
         return
-    ax_ips.axhline(ref["throughput_ips"], color=color, ls="--", lw=1, label=f"{label} in process (b{ref['batch_size']})")
+    ax_ips.axhline(
+        ref["throughput_ips"], color=color, ls="--", lw=1, label=f"{label} in process (b{ref['batch_size']})"
+    )
     if ref["latency_ms_p99"] is not None:
         ax_lat.axhline(ref["latency_ms_p99"], color=color, ls="--", lw=1, label=f"{label} in process p99")
 
