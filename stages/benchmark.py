@@ -5,7 +5,7 @@ with a CUDA graph, and ``end_to_end`` (pinned host input -> device -> host logit
 clock); at the largest batch a ``pipelined`` end-to-end run that overlaps copies and
 compute, and (TensorRT, ``bench.contexts`` > 1) a ``concurrent`` compute run of several
 engine copies on their own streams. Every record says what was timed and names the GPU it ran
-on (the stage holds that GPU alone: stages.lib.gpus), or "cpu". Each backend runs in its own
+on (the stage holds that GPU alone: stages.lib.core.gpus), or "cpu". Each backend runs in its own
 process, so its device-memory reading is its own. Torch-free.
 """
 
@@ -17,15 +17,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .lib.cli import run_main
-from .lib.errors import BackendUnavailable, PipelineError, UnsupportedCombination
-from .lib.fanout import add_arguments, passthrough, per_backend, status_of
-from .lib.gpus import columns, current_gpu
-from .lib.io import write_json, write_records
-from .lib.params import Params, load_params
+from .lib.core.cli import run_main
+from .lib.core.config import load_params
+from .lib.core.errors import BackendUnavailable, PipelineError, UnsupportedCombination
+from .lib.core.fanout import add_arguments, passthrough, per_backend, status_of
+from .lib.core.gpus import columns, current_gpu
+from .lib.core.io import write_json, write_records
+from .lib.core.params import Params
+from .lib.core.timing import TimedOp, measure, span_budgeted, summarize
 from .lib.runners.base import Artifacts, Runner
 from .lib.runners.registry import create_runner
-from .lib.timing import TimedOp, measure, span_budgeted, summarize
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ PIPELINE_BUDGET = 4
 
 def _cuda_mem() -> float | None:
     try:
-        from .lib import cuda
+        from .lib.core import cuda
 
         cuda.init_context()  # the context itself belongs to the baseline
         return cuda.mem_used_mb()
@@ -160,7 +161,7 @@ def child(args: argparse.Namespace) -> None:
     except (UnsupportedCombination, BackendUnavailable) as exc:
         write_json(args.part, status_of(exc))
         return
-    gpu = device_record(runner.device)  # the GPU this stage holds (stages.lib.gpus), or "cpu"
+    gpu = device_record(runner.device)  # the GPU this stage holds (stages.lib.core.gpus), or "cpu"
     try:
         base = _cuda_mem() if runner.device == "cuda" else None
         with runner:

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .lib import data, inputs
-from .lib.cli import run_main
-from .lib.errors import OnnxModelError
-from .lib.interpreter import run_module, trt_python
-from .lib.io import read_json, write_bytes, write_json
-from .lib.params import Params, load_params
+from .lib.core.cli import run_main
+from .lib.core.config import load_params
+from .lib.core.errors import OnnxModelError
+from .lib.core.interpreter import run_module, trt_python
+from .lib.core.io import read_json, write_bytes, write_json
+from .lib.core.params import Params
+from .lib.data import inputs
+from .lib.data import prepared as data
 from .lib.trt import common
 from .lib.trt.engine import BUILD_FILE, ENGINE_FILE, LAYERS_FILE
 from .lib.trt.fingerprint import describe

@@ -37,13 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from .lib import data, inputs, metrics
-from .lib.cli import run_main
-from .lib.errors import OnnxModelError
-from .lib.io import write_json
-from .lib.onnxgraph import default_opset, input_spec
-from .lib.params import Params, load_params
-from .lib.quantize import compute_ranges, load_onnx, quantize, ranges_to_json, with_fp16_base, with_fp16_io
+from .lib.core.cli import run_main
+from .lib.core.config import load_params
+from .lib.core.errors import OnnxModelError
+from .lib.core.io import write_json
+from .lib.core.params import Params
+from .lib.data import inputs
+from .lib.data import prepared as data
+from .lib.quant.onnxgraph import default_opset, input_spec
+from .lib.quant.quantize import compute_ranges, load_onnx, quantize, ranges_to_json, with_fp16_base, with_fp16_io
+from .lib.report import metrics
 from .lib.runners.ort_runner import available_device, reference_runner
 
 log = logging.getLogger(__name__)

@@ -16,12 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from .lib import data, inputs, metrics
-from .lib.cli import run_main
-from .lib.errors import BackendUnavailable, PipelineError, UnsupportedCombination
-from .lib.fanout import add_arguments, passthrough, per_backend, status_of
-from .lib.io import read_json, write_json
-from .lib.params import Params, load_params
+from .lib.core.cli import run_main
+from .lib.core.config import load_params
+from .lib.core.errors import BackendUnavailable, PipelineError, UnsupportedCombination
+from .lib.core.fanout import add_arguments, passthrough, per_backend, status_of
+from .lib.core.io import read_json, write_json
+from .lib.core.params import Params
+from .lib.data import inputs
+from .lib.data import prepared as data
+from .lib.report import metrics
 from .lib.runners.base import Artifacts
 from .lib.runners.registry import create_runner
 

@@ -19,13 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .lib import data, inputs
-from .lib.cli import run_main
-from .lib.errors import BackendUnavailable, OnnxModelError, ParityError
-from .lib.io import atomic_path, write_json
-from .lib.models import RawPixels, load_checkpoint
-from .lib.onnxgraph import check_onnx, topological_sort
-from .lib.params import Params, load_params
+from .lib.core.cli import run_main
+from .lib.core.config import load_params
+from .lib.core.errors import BackendUnavailable, OnnxModelError, ParityError
+from .lib.core.io import atomic_path, write_json
+from .lib.core.params import Params
+from .lib.data import inputs
+from .lib.data import prepared as data
+from .lib.model.networks import RawPixels, load_checkpoint
+from .lib.quant.onnxgraph import check_onnx, topological_sort
 from .lib.runners.ort_runner import available_device, reference_runner
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,11 @@ import logging
 import sys
 from pathlib import Path
 
-from .lib.cli import run_main
-from .lib.errors import QualityGateError
-from .lib.io import read_json, write_json
-from .lib.params import load_params
-from .lib.quality import gate_checks
+from .lib.core.cli import run_main
+from .lib.core.config import load_params
+from .lib.core.errors import QualityGateError
+from .lib.core.io import read_json, write_json
+from .lib.report.quality import gate_checks
 
 log = logging.getLogger(__name__)
 

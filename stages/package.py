@@ -19,10 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .lib.cli import run_main
-from .lib.errors import BackendUnavailable
-from .lib.io import atomic_dir, write_json, write_text
-from .lib.params import Params, load_params
+from .lib.core.cli import run_main
+from .lib.core.config import load_params
+from .lib.core.errors import BackendUnavailable
+from .lib.core.io import atomic_dir, write_json, write_text
+from .lib.core.params import Params
 from .lib.serving.spec import ModelSpec, served_name, served_spec, to_pbtxt
 from .lib.trt.engine import BUILD_FILE, ENGINE_FILE
 

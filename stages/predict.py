@@ -2,7 +2,7 @@
 
 Images (JPEG, PNG, ...; folders are searched recursively, in sorted order) must have the
 dataset's size (32x32 for CIFAR-10); grey, palette and RGBA images become RGB as in the dataset
-loader. Preprocessing is the evaluation's own (:mod:`stages.lib.inputs`), into whatever the
+loader. Preprocessing is the evaluation's own (:mod:`stages.lib.data.inputs`), into whatever the
 model takes (raw uint8 pixels or normalised floats). Probabilities are the softmax of the
 logits. TensorRT runs in $TRT_PYTHON when that is set. Also installed as ``trt-predict``.
 """
@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from .lib import data, inputs, rawdata
-from .lib.cli import run_main
-from .lib.errors import BackendUnavailable, ImageError, InputFileError
-from .lib.interpreter import run_module, trt_python
-from .lib.io import read_json, write_csv, write_json
-from .lib.params import PRECISIONS, Params, load_params
-from .lib.progress import progress
+from .lib.core.cli import run_main
+from .lib.core.config import load_params
+from .lib.core.errors import BackendUnavailable, ImageError, InputFileError
+from .lib.core.interpreter import run_module, trt_python
+from .lib.core.io import read_json, write_csv, write_json
+from .lib.core.params import PRECISIONS, Params
+from .lib.core.progress import progress
+from .lib.data import inputs, rawdata
+from .lib.data import prepared as data
 from .lib.runners.base import Artifacts
 from .lib.runners.registry import create_runner
 

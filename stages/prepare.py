@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .lib import data, rawdata
-from .lib.cli import run_main
-from .lib.io import atomic_dir, write_json
-from .lib.params import load_params
+from .lib.core.cli import run_main
+from .lib.core.config import load_params
+from .lib.core.io import atomic_dir, write_json
+from .lib.data import prepared as data
+from .lib.data import rawdata
 
 log = logging.getLogger(__name__)
 

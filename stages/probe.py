@@ -11,9 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
-from .lib.cli import run_main
-from .lib.interpreter import run_module, trt_python
-from .lib.io import write_json
+from .lib.core.cli import run_main
+from .lib.core.interpreter import run_module, trt_python
+from .lib.core.io import write_json
 from .lib.trt.fingerprint import describe, probe
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .lib import plot, targets
-from .lib.cli import run_main
-from .lib.io import write_json, write_text
-from .lib.results import Collected, collect, ok_records, where
+from .lib.core.cli import run_main
+from .lib.core.io import write_json, write_text
+from .lib.report import plot, targets
+from .lib.report.results import Collected, collect, ok_records, where
+from .lib.report.summary import status_lines, summary_markdown, target_rows
 from .lib.serving.report import served_report
-from .lib.summary import status_lines, summary_markdown, target_rows
 
 log = logging.getLogger(__name__)
 

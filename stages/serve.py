@@ -21,10 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .lib.cli import run_main
-from .lib.errors import BackendUnavailable, PipelineError
-from .lib.io import write_json, write_records
-from .lib.params import Params, load_params
+from .lib.core.cli import run_main
+from .lib.core.config import load_params
+from .lib.core.errors import BackendUnavailable, PipelineError
+from .lib.core.io import write_json, write_records
+from .lib.core.params import Params
 from .lib.serving import perf
 from .lib.serving.process import Server, ServingPython, serving_python, workdir
 from .lib.serving.server import passthrough_name

@@ -11,7 +11,7 @@ syntax; commas inside [...], {...} or quotes stay); the sweep is the cartesian p
 point is queued with `dvc exp run --queue -S ...`, then `dvc queue start -j N` runs N at a
 time, each in its own copy of the workspace (git's files, DVC's outputs, and the raw dataset,
 which git ignores: --copy-path adds other such paths). N defaults to the GPUs `nvidia-smi -L` lists (1
-without a GPU): every GPU stage holds a GPU of its own (stages.lib.gpus), so N experiments on
+without a GPU): every GPU stage holds a GPU of its own (stages.lib.core.gpus), so N experiments on
 N GPUs never share one. A command that drives DVC, not a DVC stage.
 """
 
@@ -30,12 +30,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .lib import sweeps
-from .lib.cli import run_main
-from .lib.errors import SweepError
-from .lib.gpus import VISIBLE_ENV, host_gpus, visible_gpus
-from .lib.grid import grid_points, parse_grid
-from .lib.io import read_json, write_json
+from .lib.core.cli import run_main
+from .lib.core.errors import SweepError
+from .lib.core.gpus import VISIBLE_ENV, host_gpus, visible_gpus
+from .lib.core.io import read_json, write_json
+from .lib.sweep import compare as sweeps
+from .lib.sweep.grid import grid_points, parse_grid
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .lib import data, training
-from .lib import resume as resume_state
-from .lib.cli import run_main
-from .lib.errors import BackendUnavailable, DatasetError
-from .lib.io import read_json, write_csv, write_json
-from .lib.models import save_checkpoint
-from .lib.params import Params, load_params
-from .lib.resume import Resume
-from .lib.torchdata import DeviceDataset
+from .lib.core.cli import run_main
+from .lib.core.config import load_params
+from .lib.core.errors import BackendUnavailable, DatasetError
+from .lib.core.io import read_json, write_csv, write_json
+from .lib.core.params import Params
+from .lib.data import prepared as data
+from .lib.data.torchdata import DeviceDataset
+from .lib.model import resume as resume_state
+from .lib.model import training
+from .lib.model.networks import save_checkpoint
+from .lib.model.resume import Resume
 
 log = logging.getLogger(__name__)
 

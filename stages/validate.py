@@ -14,11 +14,12 @@ import logging
 import sys
 from pathlib import Path
 
-from .lib import rawdata
-from .lib.cli import run_main
-from .lib.errors import ParamsError
-from .lib.io import write_json
-from .lib.params import Params, load_params
+from .lib.core.cli import run_main
+from .lib.core.config import load_params
+from .lib.core.errors import ParamsError
+from .lib.core.io import write_json
+from .lib.core.params import Params
+from .lib.data import rawdata
 
 log = logging.getLogger(__name__)
 

@@ -156,8 +156,8 @@ def prepared_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _random_checkpoint(root: Path) -> None:
     import torch
 
-    from stages.lib.models import build_model, save_checkpoint
-    from stages.lib.params import load_params
+    from stages.lib.core.config import load_params
+    from stages.lib.model.networks import build_model, save_checkpoint
 
     p = load_params(root / "params.yaml")
     torch.manual_seed(0)

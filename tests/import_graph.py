@@ -57,8 +57,12 @@ def _resolve_from(module: str, is_package: bool, node: ast.ImportFrom) -> str:
 
 
 @cache
-def direct_imports(module: str, root: Path = ROOT) -> frozenset[str]:
-    """Project modules ``module`` imports or names, plus the packages they live in."""
+def direct_imports(module: str, root: Path = ROOT, strings: bool = True) -> frozenset[str]:
+    """Project modules ``module`` imports or names, plus the packages they live in.
+
+    ``strings=False`` leaves out modules only named in strings (a child process's module):
+    the imports proper, what an import cycle is made of.
+    """
     path = module_file(module, root)
     if path is None:
         raise ValueError(f"{module}: no such module under {root}")
@@ -72,7 +76,7 @@ def direct_imports(module: str, root: Path = ROOT) -> frozenset[str]:
             target = _resolve_from(module, is_package, node)
             found.add(target)
             found.update(f"{target}.{a.name}" for a in node.names if module_file(f"{target}.{a.name}", root))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _DOTTED.match(node.value):
+        elif strings and isinstance(node, ast.Constant) and isinstance(node.value, str) and _DOTTED.match(node.value):
             found.add(node.value)
     mods = {m for m in found if (m == PACKAGE or m.startswith(PACKAGE + ".")) and module_file(m, root)}
     mods.update(pkg for m in set(mods) for pkg in _packages_of(m))

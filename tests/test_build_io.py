@@ -16,10 +16,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from stages.lib.errors import UnsupportedCombination
-from stages.lib.inputs import InputSpec
-from stages.lib.params import BuildParams, params_from_dict
-from stages.lib.quantize import with_fp16_base
+from stages.lib.core.config import params_from_dict
+from stages.lib.core.errors import UnsupportedCombination
+from stages.lib.core.params import BuildParams
+from stages.lib.data.inputs import InputSpec
+from stages.lib.quant.quantize import with_fp16_base
 from stages.lib.trt import builder, common
 from tests.conftest import compose
 

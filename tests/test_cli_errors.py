@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.lib.params import ARCHS, BACKENDS, PRECISIONS
+from stages.lib.core.params import ARCHS, BACKENDS, PRECISIONS
 from tests.conftest import run_stage
 
 MODEL = "resnet18_cifar"  # the model of the TINY params the `project` fixture writes

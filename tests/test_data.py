@@ -1,4 +1,4 @@
-"""stages/lib/data.py and its torch twin stages/lib/torchdata.py, on tiny fake data."""
+"""stages/lib/data/prepared.py and its torch twin stages/lib/data/torchdata.py, on tiny fake data."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.lib import data, inputs, rawdata
-from stages.lib.data import DatasetError
+from stages.lib.data import inputs, rawdata
+from stages.lib.data import prepared as data
+from stages.lib.data.prepared import DatasetError
 
 MEAN = [0.4914, 0.4822, 0.4465]
 STD = [0.2470, 0.2435, 0.2616]
@@ -457,7 +458,7 @@ def test_model_batches_in_order_last_one_smaller_unless_dropped() -> None:
 def test_device_dataset_normalise_equals_preprocess(size: int) -> None:
     import torch
 
-    from stages.lib.torchdata import DeviceDataset
+    from stages.lib.data.torchdata import DeviceDataset
 
     imgs = _images(4, seed=11)
     ds = DeviceDataset(data.Split(imgs, np.arange(4)), torch.device("cpu"), MEAN, STD, size)
@@ -484,7 +485,7 @@ def _crop_matches(crop: np.ndarray, padded_norm: np.ndarray, pad: int) -> list[t
 def test_device_dataset_augmented_crops_and_flips() -> None:
     import torch
 
-    from stages.lib.torchdata import DeviceDataset
+    from stages.lib.data.torchdata import DeviceDataset
 
     n = 16
     imgs = _images(n, seed=2)
@@ -516,7 +517,7 @@ def test_device_dataset_augmented_crops_and_flips() -> None:
 def test_device_dataset_augmented_without_pad_is_plain_or_flipped() -> None:
     import torch
 
-    from stages.lib.torchdata import DeviceDataset
+    from stages.lib.data.torchdata import DeviceDataset
 
     imgs = _images(6, seed=9)
     ds = DeviceDataset(data.Split(imgs, np.arange(6)), torch.device("cpu"), MEAN, STD, 32, pad=0)
@@ -573,7 +574,7 @@ def _matches_a_crop_outside(img: np.ndarray, keep: np.ndarray, padded_norm: np.n
 def test_device_dataset_cutout_zeroes_one_square_per_image() -> None:
     import torch
 
-    from stages.lib.torchdata import DeviceDataset
+    from stages.lib.data.torchdata import DeviceDataset
 
     n = 64
     imgs = _images(n, seed=5)
@@ -607,7 +608,7 @@ def test_device_dataset_cutout_zeroes_one_square_per_image() -> None:
 def test_device_dataset_cutout_scales_with_upsampling() -> None:
     import torch
 
-    from stages.lib.torchdata import DeviceDataset
+    from stages.lib.data.torchdata import DeviceDataset
 
     n = 64
     imgs = _images(n, seed=6)
@@ -634,7 +635,7 @@ def test_device_dataset_cutout_scales_with_upsampling() -> None:
 def test_cutmix_pastes_one_box_from_shuffled_images_and_weights_labels_by_area() -> None:
     import torch
 
-    from stages.lib.torchdata import cutmix
+    from stages.lib.data.torchdata import cutmix
 
     n = 16
     x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, 32, 32).contiguous()
@@ -748,14 +749,14 @@ def test_load_split_npy_payload_raises_dataset_error(tmp_path: Path) -> None:
 def test_training_with_cutmix_on_every_batch_mixes_each_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import stages.lib.training
+    import stages.lib.model.training
     import stages.train
-    from stages.lib.params import params_from_dict
-    from stages.lib.torchdata import cutmix
+    from stages.lib.core.config import params_from_dict
+    from stages.lib.data.torchdata import cutmix
     from tests.conftest import TINY, compose
 
     calls = []
-    monkeypatch.setattr(stages.lib.training, "cutmix", lambda *a: calls.append(1) or cutmix(*a))
+    monkeypatch.setattr(stages.lib.model.training, "cutmix", lambda *a: calls.append(1) or cutmix(*a))
     p = params_from_dict(compose([*TINY, "train.epochs=2", "train.cutmix=1.0", "train.batch_size=32"]))
     ds = data.synthetic(64, 32, p.model.num_classes, seed=0)
     done = stages.train.train(p, ds.train, ds.test, torch.device("cpu"))

@@ -19,10 +19,10 @@ from tests.test_dvc_yaml import STAGE_IDS, STAGES, _modules, _paths
 # Plumbing that cannot change a result, left out of every stage's deps (so a change to it
 # reruns nothing):
 PLUMBING = {
-    "stages/lib/cli.py",  # main() wrapper: an exception -> one line on stderr and an exit code
-    "stages/lib/errors.py",  # exception classes and their messages
-    "stages/lib/gpus.py",  # which GPU a stage holds, never what runs on it
-    "stages/lib/progress.py",  # progress bars on stderr
+    "stages/lib/core/cli.py",  # main() wrapper: an exception -> one line on stderr and an exit code
+    "stages/lib/core/errors.py",  # exception classes and their messages
+    "stages/lib/core/gpus.py",  # which GPU a stage holds, never what runs on it
+    "stages/lib/core/progress.py",  # progress bars on stderr
 }
 # ... and package __init__.py files that hold nothing but a docstring (checked below).
 
@@ -92,12 +92,17 @@ def test_graph_sees_lazy_imports_registry_strings_and_child_processes() -> None:
     assert "stages.lib.runners.trt_modes" in direct_imports("stages.lib.runners.trt_runner")  # inside a method
     assert "stages.evaluate" in closure("stages.evaluate")  # per-backend children run the stage itself
     assert "stages.lib.trt.calibrator" in direct_imports("stages.build")  # imported inside run()
-    assert "stages.lib" in direct_imports("stages.lib.data")  # a module's package runs first
+    assert "stages.lib" in direct_imports("stages.lib.data.prepared")  # a module's package runs first
 
 
 def test_report_helpers_do_not_reach_training() -> None:
     """The cost of a change stays where it belongs: report code never retrains a model."""
-    report_only = {"stages/lib/summary.py", "stages/lib/tables.py", "stages/lib/plot.py", "stages/lib/results.py"}
+    report_only = {
+        "stages/lib/report/summary.py",
+        "stages/lib/report/tables.py",
+        "stages/lib/report/plot.py",
+        "stages/lib/report/results.py",
+    }
     assert report_only <= _needed("report")
     for name in ("prepare", "train", "export", "calibrate"):
         assert not report_only & _needed(name), name

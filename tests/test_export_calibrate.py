@@ -16,11 +16,12 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from stages import calibrate, export
-from stages.lib import data, inputs
-from stages.lib import quantize as quantize_lib
-from stages.lib.errors import OnnxModelError, ParityError
-from stages.lib.models import load_checkpoint
-from stages.lib.params import load_params
+from stages.lib.core.config import load_params
+from stages.lib.core.errors import OnnxModelError, ParityError
+from stages.lib.data import inputs
+from stages.lib.data import prepared as data
+from stages.lib.model.networks import load_checkpoint
+from stages.lib.quant import quantize as quantize_lib
 from tests.conftest import TINY, run_stage, write_params
 
 M = "artifacts/resnet18_cifar"
@@ -561,7 +562,7 @@ def test_quantize_pools_puts_qdq_around_the_average_pool(
 def test_quantize_pools_leaves_a_pool_without_a_range_in_float() -> None:
     from onnx import helper as h
 
-    from stages.lib.onnxgraph import quantize_pools
+    from stages.lib.quant.onnxgraph import quantize_pools
 
     nodes = [
         h.make_node("GlobalAveragePool", ["x"], ["p"], name="pool"),

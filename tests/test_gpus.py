@@ -1,4 +1,4 @@
-"""One GPU per stage (stages/lib/gpus.py), with a stand-in nvidia-smi: listing, locking,
+"""One GPU per stage (stages/lib/core/gpus.py), with a stand-in nvidia-smi: listing, locking,
 waiting, CUDA_VISIBLE_DEVICES, child processes, and the GPU named in benchmark records."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from stages.lib import gpus
+from stages.lib.core import gpus
 from tests.conftest import ROOT
 
 SMI = textwrap.dedent("""\
@@ -31,8 +31,8 @@ UUID1 = "GPU-ffeeddcc-0000-1111-2222-333344445555"
 HOLDER = textwrap.dedent("""\
     import json, os, sys, time
     from pathlib import Path
-    from stages.lib.cli import run_main
-    from stages.lib.interpreter import run_module
+    from stages.lib.core.cli import run_main
+    from stages.lib.core.interpreter import run_module
 
     def body():
         seen = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "PIPELINE_GPU")}

@@ -17,10 +17,12 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from stages import calibrate
-from stages.lib import data, inputs, onnxgraph
-from stages.lib import quantize as quantize_lib
-from stages.lib.errors import OnnxModelError
-from stages.lib.params import load_params
+from stages.lib.core.config import load_params
+from stages.lib.core.errors import OnnxModelError
+from stages.lib.data import inputs
+from stages.lib.data import prepared as data
+from stages.lib.quant import onnxgraph
+from stages.lib.quant import quantize as quantize_lib
 from stages.lib.trt import onnxfile
 from tests.conftest import ROOT, TINY, run_stage, write_params
 from tests.test_cli_errors import edit_params, one_line_error

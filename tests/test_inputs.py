@@ -1,13 +1,13 @@
-"""stages/lib/inputs.py: the one path from uint8 images to any model's input, and InputSpec."""
+"""stages/lib/data/inputs.py: the one path from uint8 images to any model's input, and InputSpec."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stages.lib import inputs
-from stages.lib.errors import DatasetError
-from stages.lib.inputs import InputSpec
+from stages.lib.core.errors import DatasetError
+from stages.lib.data import inputs
+from stages.lib.data.inputs import InputSpec
 from stages.lib.runners.base import Runner, bench_input
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.247, 0.2435, 0.2616]

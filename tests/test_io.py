@@ -1,4 +1,4 @@
-"""stages/lib/io.py: atomic file and folder output, JSON/CSV helpers."""
+"""stages/lib/core/io.py: atomic file and folder output, JSON/CSV helpers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.lib.io import atomic_dir, atomic_path, read_json, write_bytes, write_csv, write_json, write_text
+from stages.lib.core.io import atomic_dir, atomic_path, read_json, write_bytes, write_csv, write_json, write_text
 
 
 class Boom(RuntimeError):

@@ -1,4 +1,4 @@
-"""stages/lib/metrics.py, stages/lib/quality.py and the gate stage."""
+"""stages/lib/report/metrics.py, stages/lib/report/quality.py and the gate stage."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stages.lib import metrics
-from stages.lib.params import QualityParams
-from stages.lib.quality import gate_checks
+from stages.lib.core.params import QualityParams
+from stages.lib.report import metrics
+from stages.lib.report.quality import gate_checks
 from tests.conftest import run_stage
 
 Q = QualityParams(max_top1_drop=0.5, min_fp32_agreement=0.99)

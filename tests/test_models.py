@@ -1,4 +1,4 @@
-"""stages/lib/models.py: architectures, MAC counts, checkpoints, pretrained weights."""
+"""stages/lib/model/networks.py: architectures, MAC counts, checkpoints, pretrained weights."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 import torchvision
 from torch import nn
 
-from stages.lib.errors import CheckpointError, PretrainedWeightsError
-from stages.lib.models import build_model, load_checkpoint, save_checkpoint
-from stages.lib.params import ModelParams
+from stages.lib.core.errors import CheckpointError, PretrainedWeightsError
+from stages.lib.core.params import ModelParams
+from stages.lib.model.networks import build_model, load_checkpoint, save_checkpoint
 
 R18 = ModelParams(
     name="resnet18_cifar", arch="resnet18", cifar_stem=True, image_size=32, num_classes=10, pretrained=False

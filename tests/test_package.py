@@ -10,16 +10,8 @@ from typing import Any
 
 import pytest
 
-from stages.lib.errors import InputFileError
-from stages.lib.serving.spec import (
-    ModelSpec,
-    TensorSpec,
-    batching,
-    engine_io,
-    engine_spec,
-    onnx_io,
-    to_pbtxt,
-)
+from stages.lib.core.errors import InputFileError
+from stages.lib.serving.spec import ModelSpec, TensorSpec, batching, engine_io, engine_spec, onnx_io, to_pbtxt
 from tests.conftest import run_stage
 
 MODEL = "resnet18_cifar"

@@ -1,5 +1,5 @@
 """params.yaml: the committed file matches conf/, every conf option composes and validates, and
-the typed loader (stages.lib.params) rejects bad input with messages that say what to fix."""
+the typed loader (stages.lib.core.params) rejects bad input with messages that say what to fix."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from stages.lib.errors import ParamsError
-from stages.lib.params import ARCHS, BACKENDS, PRECISIONS, Params, load_params, params_from_dict
+from stages.lib.core.config import load_params, params_from_dict
+from stages.lib.core.errors import ParamsError
+from stages.lib.core.params import ARCHS, BACKENDS, PRECISIONS, Params
 from tests.conftest import ROOT, TINY, compose
 
 GROUP_OPTIONS = {

@@ -272,7 +272,7 @@ def test_editing_a_library_module_reruns_exactly_its_stages_and_what_they_feed(r
     status = repo.dvc("status")
     changed = set(re.findall(r"^(\S+):$", status, re.M))
     assert changed == {"export", "calibrate", "probe"}, status
-    assert status.count("stages/lib/onnxgraph.py") == 2
+    assert status.count("stages/lib/quant/onnxgraph.py") == 2
 
     out = repo.dvc("repro")
     int8 = {"build@int8", "evaluate@int8", "benchmark@int8"}

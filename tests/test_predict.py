@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from stages import evaluate, predict
-from stages.lib import data
-from stages.lib.params import load_params
+from stages.lib.core.config import load_params
+from stages.lib.data import prepared as data
 from stages.lib.runners.base import Artifacts
 from tests.conftest import ROOT, run_stage
 

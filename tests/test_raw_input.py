@@ -15,9 +15,12 @@ import pytest
 from onnx import TensorProto, helper
 
 from stages import benchmark, calibrate, evaluate, export
-from stages.lib import data, inputs, onnxgraph
-from stages.lib import quantize as quantize_lib
-from stages.lib.params import Params, load_params
+from stages.lib.core.config import load_params
+from stages.lib.core.params import Params
+from stages.lib.data import inputs
+from stages.lib.data import prepared as data
+from stages.lib.quant import onnxgraph
+from stages.lib.quant import quantize as quantize_lib
 from stages.lib.runners.base import Artifacts
 from stages.lib.runners.registry import create_runner
 from tests.conftest import TINY, copy_files, run_stage, write_params

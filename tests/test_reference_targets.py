@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.lib import results, targets
+from stages.lib.report import results, targets
 from tests.conftest import ROOT, write_params
 
 REFERENCE = ROOT / "reports" / "reference"

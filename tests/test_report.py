@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stages.lib.io import write_csv, write_json
+from stages.lib.core.io import write_csv, write_json
 from tests.conftest import ROOT, TINY, compose, copy_files, run_stage
 
 MODEL = "resnet18_cifar"

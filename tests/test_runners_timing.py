@@ -1,4 +1,4 @@
-"""stages/lib/runners (CPU paths) and the shared timing loop in stages/lib/timing.py."""
+"""stages/lib/runners (CPU paths) and the shared timing loop in stages/lib/core/timing.py."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.lib import data, inputs, timing
-from stages.lib.errors import BackendUnavailable, OnnxModelError, UnsupportedCombination
-from stages.lib.params import BACKENDS, Params, params_from_dict
+from stages.lib.core import timing
+from stages.lib.core.config import params_from_dict
+from stages.lib.core.errors import BackendUnavailable, OnnxModelError, UnsupportedCombination
+from stages.lib.core.params import BACKENDS, Params
+from stages.lib.core.timing import TimedOp, Timing, measure, measure_span, span_budgeted, summarize
+from stages.lib.data import inputs
+from stages.lib.data import prepared as data
 from stages.lib.runners.base import Artifacts, Runner, bench_input
 from stages.lib.runners.registry import create_runner
-from stages.lib.timing import TimedOp, Timing, measure, measure_span, span_budgeted, summarize
 from tests.conftest import TINY, compose
 
 M = "artifacts/resnet18_cifar"

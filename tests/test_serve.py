@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.lib import data, inputs
-from stages.lib.errors import BackendUnavailable, ServingError
-from stages.lib.io import write_json
-from stages.lib.params import load_params
+from stages.lib.core.config import load_params
+from stages.lib.core.errors import BackendUnavailable, ServingError
+from stages.lib.core.io import write_json
+from stages.lib.data import inputs
+from stages.lib.data import prepared as data
 from stages.lib.runners.ort_runner import OrtRunner
 from stages.lib.serving import perf
 from stages.lib.serving.process import Server, ServingPython, serving_python

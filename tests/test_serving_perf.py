@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.lib.errors import BackendUnavailable, ServingError
+from stages.lib.core.errors import BackendUnavailable, ServingError
 from stages.lib.serving import perf
 
 DATA = Path(__file__).parent / "data" / "perf_analyzer"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from stages.lib.errors import BackendUnavailable
-from stages.lib.io import write_csv, write_json
+from stages.lib.core.errors import BackendUnavailable
+from stages.lib.core.io import write_csv, write_json
 from stages.lib.serving import process
 from stages.lib.serving.report import in_process, served_report
 from tests.conftest import ROOT

@@ -1,5 +1,5 @@
 """INT8 under strong typing: which layers of an INT8 engine's profile would run in FP32, their
-share of layer time, and the report section (stages/lib/strongtyping.py)."""
+share of layer time, and the report section (stages/lib/quant/strongtyping.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stages.lib import strongtyping as st
+from stages.lib.quant import strongtyping as st
 
 P1 = " [profile 1]"
 # Names, types, precisions and kernels as TensorRT 8.6 reported them for ResNet-50's INT8 engine

@@ -21,9 +21,10 @@ import pytest
 import yaml
 
 from stages import sweep
-from stages.lib import grid, sweeps
-from stages.lib.errors import InputFileError, ParamsError, SweepError
-from stages.lib.io import write_json
+from stages.lib.core.errors import InputFileError, ParamsError, SweepError
+from stages.lib.core.io import write_json
+from stages.lib.sweep import compare as sweeps
+from stages.lib.sweep import grid
 from tests.dvcrepo import Repo, make_tiny_repo, ran, unchanged
 
 MODEL = "resnet18_cifar"
@@ -59,7 +60,7 @@ def test_a_bad_grid_names_every_mistake() -> None:
 
 
 def test_jobs_default_to_one_per_gpu_or_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stages.lib.gpus import parse_smi_list
+    from stages.lib.core.gpus import parse_smi_list
 
     two = parse_smi_list("GPU 0: A (UUID: GPU-aa)\nGPU 1: A (UUID: GPU-bb)\n")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

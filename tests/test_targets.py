@@ -1,4 +1,4 @@
-"""Performance targets (stages.lib.targets, params ``targets``): each target against what the run
+"""Performance targets (stages.lib.report.targets, params ``targets``): each target against what the run
 measured, "not measured" where it did not run, the section the report renders, and the checks
 on the targets' params.
 
@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from stages.lib import targets
-from stages.lib.errors import ParamsError
-from stages.lib.params import GpuTargets, TargetsParams, params_from_dict
-from stages.lib.results import Collected, collect
+from stages.lib.core.config import params_from_dict
+from stages.lib.core.errors import ParamsError
+from stages.lib.core.params import GpuTargets, TargetsParams
+from stages.lib.report import targets
+from stages.lib.report.results import Collected, collect
 from tests.conftest import TINY, compose
 from tests.test_report import D, build_model_dir
 

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import torch
 
-import stages.lib.training
+import stages.lib.model.training
 import stages.train
-from stages.lib import data
-from stages.lib.params import Params, params_from_dict
-from stages.lib.resume import Resume, resume_key
+from stages.lib.core.config import params_from_dict
+from stages.lib.core.params import Params
+from stages.lib.data import prepared as data
+from stages.lib.model.resume import Resume, resume_key
 from tests.conftest import TINY, compose, run_stage
 
 EPOCHS = 3
@@ -32,14 +33,14 @@ def _split() -> data.RawDataset:
 
 def _interrupt_at(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     """Make the training loop raise KeyboardInterrupt as epoch ``epoch`` starts."""
-    real = stages.lib.training.progress
+    real = stages.lib.model.training.progress
 
     def progress(items: Iterable[Any], total: int | None = None, desc: str = "") -> Iterator[Any]:
         if desc.startswith(f"epoch {epoch}/"):
             raise KeyboardInterrupt
         return real(items, total=total, desc=desc)
 
-    monkeypatch.setattr(stages.lib.training, "progress", progress)
+    monkeypatch.setattr(stages.lib.model.training, "progress", progress)
 
 
 def _untimed(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -102,7 +103,7 @@ def test_stage_removes_its_resume_state_once_the_checkpoint_is_written(prepared_
 
 
 def test_sam_ascent_moves_the_weights_by_rho_and_descent_takes_it_back() -> None:
-    from stages.lib import sam
+    from stages.lib.model import sam
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(4, 3)
@@ -120,7 +121,7 @@ def test_sam_ascent_moves_the_weights_by_rho_and_descent_takes_it_back() -> None
 
 
 def test_sam_second_pass_leaves_batch_norm_statistics_alone() -> None:
-    from stages.lib import sam
+    from stages.lib.model import sam
 
     bn = torch.nn.BatchNorm2d(3).train()
     bn(torch.randn(4, 3, 2, 2) + 5)
@@ -134,7 +135,7 @@ def test_sam_second_pass_leaves_batch_norm_statistics_alone() -> None:
 
 
 def test_training_with_sam_takes_two_passes_per_step_and_other_steps(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stages.lib import models
+    from stages.lib.model import networks as models
 
     forwards: list[int] = []
     real_build = models.build_model
@@ -144,7 +145,7 @@ def test_training_with_sam_takes_two_passes_per_step_and_other_steps(monkeypatch
         model.register_forward_hook(lambda m, i, o: forwards.append(1) if m.training else None)
         return model
 
-    monkeypatch.setattr(stages.lib.training, "build_model", counted)
+    monkeypatch.setattr(stages.lib.model.training, "build_model", counted)
     plain = _train(_params("train.epochs=1"), None)
     plain_forwards = len(forwards)
     forwards.clear()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stages.lib import cuda
+from stages.lib.core import cuda
 from stages.lib.runners import trt_modes, trt_runner
 from stages.lib.trt import common, engine
 
@@ -273,7 +273,7 @@ def test_describe_reads_activation_memory_under_either_api_name(runner: Any, v2:
 
 
 def test_a_batch_outside_the_profiles_is_a_clear_error(runner: Any) -> None:
-    from stages.lib.errors import EngineError
+    from stages.lib.core.errors import EngineError
 
     r = runner([(1, 1, 1), (2, 8, 16)])
     with r, pytest.raises(EngineError, match=r"batch size 32 is outside every optimization profile"):

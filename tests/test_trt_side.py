@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from stages.lib.errors import EngineError, EngineMismatchError
+from stages.lib.core.errors import EngineError, EngineMismatchError
 from stages.lib.trt import builder, common, fingerprint, inspect
 from tests.conftest import ROOT, run_stage
 from tests.import_graph import import_blocking
@@ -24,7 +24,7 @@ TRT_SIDE = [
     "stages.evaluate",
     "stages.benchmark",
     "stages.predict",
-    "stages.lib.inputs",
+    "stages.lib.data.inputs",
     "stages.lib.runners.trt_runner",
     "stages.lib.runners.trt_modes",
     "stages.lib.trt.engine",
@@ -33,8 +33,8 @@ TRT_SIDE = [
     "stages.lib.trt.inspect",
     "stages.lib.trt.onnxfile",
     "stages.lib.trt.fingerprint",
-    "stages.lib.cuda",
-    "stages.lib.timing",
+    "stages.lib.core.cuda",
+    "stages.lib.core.timing",
 ]
 BLOCKED = ("torch", "torchvision", "onnx", "onnxruntime", "PIL", "pandas", "matplotlib", "hydra", "dvc")
 
@@ -52,8 +52,14 @@ def test_trt_side_modules_import_without_torch_or_onnx() -> None:
 @pytest.mark.parametrize(
     "mod",
     TRT_SIDE
-    + ["stages.lib.io", "stages.lib.params", "stages.lib.data", "stages.lib.runners.base", "stages.lib.interpreter"]
-    + ["stages.lib.cli", "stages.lib.gpus"],
+    + [
+        "stages.lib.core.io",
+        "stages.lib.core.params",
+        "stages.lib.data.prepared",
+        "stages.lib.runners.base",
+        "stages.lib.core.interpreter",
+    ]
+    + ["stages.lib.core.cli", "stages.lib.core.gpus"],
 )
 def test_trt_side_modules_parse_as_python_310(mod: str) -> None:
     source = _module_file(mod).read_text()

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from stages.lib.errors import BackendUnavailable
+from stages.lib.core.errors import BackendUnavailable
 from stages.lib.trt import common, inspect
 from tests.conftest import ROOT, run_stage
 from tests.test_gpu import implicit_calibrator_missing

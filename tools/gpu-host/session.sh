@@ -87,7 +87,7 @@ case "$step" in
     exit "$rc" ;;
   early)  # the untimed stages (up to calibrate) of several workspaces at once; training wall
     # times are then shared. Builds, benchmarks and the GPU tests time the GPU: run them alone.
-    # Stages hold the GPU one at a time by default (stages/lib/gpus.py): these share it.
+    # Stages hold the GPU one at a time by default (stages/lib/core/gpus.py): these share it.
     need 120; shift; pids=(); export PIPELINE_GPU_LOCK=off
     for w in "$@"; do bash "$0" repro "$w" calibrate probe > "$OUT/early-$w.out" 2>&1 & pids+=($!); done
     rc=0; for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
@@ -129,7 +129,7 @@ case "$step" in
     case " $* " in *" calibrate."*) recal=true ;; esac
     if $reexport && [ "$prec" = int8 ]; then recal=true; fi
     onnx=$onnx_dir/$prec.onnx; $recal && [ "$prec" = int8 ] && onnx=$d/int8.onnx
-    # what every per-backend stage takes (stages/lib/fanout.py add_arguments), for this engine
+    # what every per-backend stage takes (stages/lib/core/fanout.py add_arguments), for this engine
     per_backend=(--params "$d/params.yaml" --precision "$prec" --checkpoint "artifacts/$m/checkpoint.pt"
                  --onnx "$onnx" --engine-dir "$d" --backend tensorrt)
     (cd "$ws" && rm -rf "$d" && mkdir -p "$d" && { cp "artifacts/$m/engines/$prec/timing.cache" "$d/" || true; } \

@@ -84,7 +84,7 @@ run() {  # $1 = K: the grid, K experiments at a time, on the first K GPUs
   [ -f "$ws/reports/sweep/summary.md" ] && { echo "run $k: done"; return 0; }
   [ -f "$ROOT_WS/base.done" ] || { echo "run $k: no baseline yet"; return 3; }
   # shellcheck disable=SC2086
-  local points; points=$("$HOST_PYTHON" -c "import sys; from stages.lib.grid import grid_points, parse_grid as p; print(len(grid_points(p(sys.argv[1:]))))" $BASE $GRID) || return 1
+  local points; points=$("$HOST_PYTHON" -c "import sys; from stages.lib.sweep.grid import grid_points, parse_grid as p; print(len(grid_points(p(sys.argv[1:]))))" $BASE $GRID) || return 1
   need $(( POINT_S * ((points + k - 1) / k) + 60 )) "run $k ($points points)" || return 3
   # A copy with its own DVC cache: nothing one run computes can be reused by the other.
   rm -rf "$ws" && cp -a "$ROOT_WS/base" "$ws" && rm -rf "$ws/.dvc/tmp"

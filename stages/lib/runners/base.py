@@ -1,8 +1,8 @@
 """The one runner interface every backend implements (Polygraphy's runner split).
 
 Evaluation calls :meth:`Runner.infer`; benchmarking asks a runner for
-:class:`~stages.lib.timing.TimedOp` objects and times them with the shared loop in
-:mod:`stages.lib.timing`. Torch-free.
+:class:`~stages.lib.core.timing.TimedOp` objects and times them with the shared loop in
+:mod:`stages.lib.core.timing`. Torch-free.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs import InputSpec
-from ..timing import TimedOp
+from ..core.timing import TimedOp
+from ..data.inputs import InputSpec
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class Runner(abc.ABC):
         """One input image's shape: (C, H, W), or (H, W, C) for NHWC models."""
 
     def input_spec(self) -> InputSpec:
-        """What :meth:`infer` takes (dtype, layout, size); :func:`stages.lib.inputs.to_model_input`
+        """What :meth:`infer` takes (dtype, layout, size); :func:`stages.lib.data.inputs.to_model_input`
         makes it from images. Float32 NCHW unless the model says otherwise (ONNX and TensorRT
         runners read it from the model once open)."""
         return InputSpec("float32", "NCHW", self.input_shape()[-1])

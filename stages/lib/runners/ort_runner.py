@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, OnnxModelError
-from ..inputs import InputSpec
-from ..params import Params
-from ..timing import TimedOp
+from ..core.errors import BackendUnavailable, OnnxModelError
+from ..core.params import Params
+from ..core.timing import TimedOp
+from ..data.inputs import InputSpec
 from .base import Artifacts, Runner
 
 # ONNX Runtime's type strings for the input types models here have

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import BackendUnavailable
-from ..params import BACKENDS, Params
+from ..core.errors import BackendUnavailable
+from ..core.params import BACKENDS, Params
 from .base import Artifacts, Runner
 
 _MODULES = {

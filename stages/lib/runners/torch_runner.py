@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import BackendUnavailable, UnsupportedCombination
-from ..models import load_checkpoint
-from ..params import Params
-from ..timing import TimedOp
+from ..core.errors import BackendUnavailable, UnsupportedCombination
+from ..core.params import Params
+from ..core.timing import TimedOp
+from ..model.networks import load_checkpoint
 from .base import Artifacts, Runner
 
 log = logging.getLogger(__name__)

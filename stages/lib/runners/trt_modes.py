@@ -1,4 +1,8 @@
-"""Benchmark modes on top of :class:`~.trt_runner.TrtRunner`'s public methods (torch-free).
+"""Benchmark modes on top of a TensorRT runner's public methods (torch-free).
+
+The modes see the runner only through :class:`EngineHost`, the part of
+:class:`~.trt_runner.TrtRunner`'s public API they use, so the runner can offer them as its
+``pipelined_op``/``concurrent_op`` without the two modules importing each other.
 
 * ``pipelined``: H2D, execute and D2H of consecutive batches on three streams with several
   buffer sets, so copies overlap compute (end-to-end throughput).
@@ -9,16 +13,31 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, Protocol
 
 import numpy as np
 
-from .. import cuda
-from ..errors import EngineError
-from ..timing import TimedOp
+from ..core import cuda
+from ..core.errors import EngineError
+from ..core.timing import TimedOp
 from ..trt.engine import Engine
-from .trt_runner import TrtRunner
 
 log = logging.getLogger(__name__)
+
+
+class EngineHost(Protocol):
+    """What the modes use of an open TensorRT runner: its public API, nothing private."""
+
+    stream: cuda.Stream | None
+
+    @property
+    def loaded(self) -> Engine: ...
+
+    def slot(self, batch: int) -> Any: ...  # an execution context on the batch's profile (``.context``)
+
+    def bench_batch(self, batch_size: int) -> np.ndarray: ...
+
+    def input_shape(self) -> tuple[int, int, int]: ...
 
 
 class _BufferSet:
@@ -42,7 +61,7 @@ class _BufferSet:
 class _Pipeline:
     """Double/triple-buffered H2D -> execute -> D2H across three streams and one context."""
 
-    def __init__(self, runner: TrtRunner, batch: int, depth: int) -> None:
+    def __init__(self, runner: EngineHost, batch: int, depth: int) -> None:
         self.r, self.eng, self.b, self.depth = runner, runner.loaded, batch, depth
         assert runner.stream is not None
         self.compute = runner.stream
@@ -82,7 +101,7 @@ class _Pipeline:
         self.copy_out.close()
 
 
-def pipelined_op(runner: TrtRunner, batch: int, depth: int) -> TimedOp:
+def pipelined_op(runner: EngineHost, batch: int, depth: int) -> TimedOp:
     """The ``pipelined`` mode as a :class:`TimedOp` (timed by the host clock over many steps)."""
     pipe = _Pipeline(runner, batch, depth)
     dtype = np.dtype(runner.loaded.in_dtype).name
@@ -133,7 +152,7 @@ class _Copy:
 class _Concurrent:
     """N engine copies on N streams, compute only (as ``trtexec --streams``)."""
 
-    def __init__(self, runner: TrtRunner, batch: int, n: int, cuda_graph: bool) -> None:
+    def __init__(self, runner: EngineHost, batch: int, n: int, cuda_graph: bool) -> None:
         eng, chw = runner.loaded, runner.input_shape()
         self.copies: list[_Copy] = []
         h_in = cuda.PinnedArray((batch, *chw), eng.in_dtype)
@@ -177,7 +196,7 @@ class _Concurrent:
             self.copies.pop().close()
 
 
-def concurrent_op(runner: TrtRunner, batch: int, n: int, cuda_graph: bool) -> TimedOp:
+def concurrent_op(runner: EngineHost, batch: int, n: int, cuda_graph: bool) -> TimedOp:
     """The ``concurrent`` mode as a :class:`TimedOp`; a step runs ``n`` batches."""
     conc = _Concurrent(runner, batch, n, cuda_graph)
     op = TimedOp(

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import cuda
-from ..errors import BackendUnavailable, EngineError
-from ..inputs import InputSpec
-from ..io import read_json
-from ..params import Params
-from ..timing import TimedOp
+from ..core import cuda
+from ..core.errors import BackendUnavailable, EngineError
+from ..core.io import read_json
+from ..core.params import Params
+from ..core.timing import TimedOp
+from ..data.inputs import InputSpec
 from ..trt import common, fingerprint
 from ..trt.engine import BUILD_FILE, ENGINE_FILE, LAYERS_FILE, Engine
 from .base import Artifacts, Runner

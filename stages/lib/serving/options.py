@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..io import write_json
+from ..core.io import write_json
 from . import perf
 from .process import Server, ServingPython, serving_python, workdir
 from .server import passthrough_name

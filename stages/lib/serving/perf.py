@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailable, ServingError
+from ..core.errors import BackendUnavailable, ServingError
 
 PERF_ANALYZER = "PERF_ANALYZER"  # overrides where perf_analyzer is looked for
 WINDOWS = 3  # perf_analyzer's stability check compares the last three windows

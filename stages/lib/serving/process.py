@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailable, ServingError
+from ..core.errors import BackendUnavailable, ServingError
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..cli import run_main
-from ..io import write_json, write_text
+from ..core.cli import run_main
+from ..core.io import write_json, write_text
 from . import perf
 from .options import BASE
 from .process import Server, serving_python, workdir

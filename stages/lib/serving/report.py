@@ -163,7 +163,7 @@ def plot(served: list[dict[str, Any]], bench: list[dict[str, Any]], dest: Path) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_path
+    from ..core.io import atomic_path
 
     fig, (ax_ips, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.5))
     ceilings = _series(served, PASSTHROUGH)

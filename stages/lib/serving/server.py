@@ -26,10 +26,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..cli import run_main
-from ..errors import BackendUnavailable, ServingError, UnsupportedCombination
-from ..io import read_json, write_json
-from ..params import load_params
+from ..core.cli import run_main
+from ..core.config import load_params
+from ..core.errors import BackendUnavailable, ServingError, UnsupportedCombination
+from ..core.io import read_json, write_json
 from ..runners.base import Artifacts, Runner
 from ..runners.registry import create_runner
 from .process import TOKEN_ENV

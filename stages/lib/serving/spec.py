@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendUnavailable, InputFileError, OnnxModelError
-from ..io import read_json
+from ..core.errors import BackendUnavailable, InputFileError, OnnxModelError
+from ..core.io import read_json
 
 if TYPE_CHECKING:
-    from ..params import Params
+    from ..core.params import Params
 
 TENSORRT_PLATFORM = "tensorrt_plan"
 ONNX_PLATFORM = "onnxruntime_onnx"

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineError, OnnxModelError, UnsupportedCombination
-from ..inputs import InputSpec
-from ..params import BuildParams
+from ..core.errors import EngineError, OnnxModelError, UnsupportedCombination
+from ..core.params import BuildParams
+from ..data.inputs import InputSpec
 from . import common
 from .inspect import engine_information, parse_layers
 from .onnxfile import read_facts

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import write_bytes
+from ..core.io import write_bytes
 from . import common
 
 
@@ -20,7 +20,7 @@ def make_entropy_calibrator(trt: Any, batches: list[np.ndarray], cache_path: Pat
     """An IInt8EntropyCalibrator2 over ``batches`` in the network's input format (float32 NCHW,
     or uint8 NHWC for raw-pixel models), all of one batch size."""
     base = common.require_implicit_calibrator(trt)
-    from .. import cuda
+    from ..core import cuda
 
     class EntropyCalibrator(base):  # type: ignore[misc,valid-type]
         def __init__(self) -> None:

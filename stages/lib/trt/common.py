@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import BackendUnavailable
+from ..core.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 

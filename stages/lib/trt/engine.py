@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import cuda
-from ..errors import EngineError
+from ..core import cuda
+from ..core.errors import EngineError
 from . import common
 
 # An engine folder (the build stage's output): the plan, its build report and its layer table.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import EngineMismatchError, PipelineError
+from ..core.errors import EngineMismatchError, PipelineError
 
 # Fields that make an engine unusable when they differ (TensorRT engines are not portable
 # across GPU models or TensorRT versions); the driver only triggers a rebuild in DVC.
@@ -28,7 +28,7 @@ def probe() -> dict[str, Any]:
     except ImportError as exc:
         reasons.append(f"TensorRT not importable ({exc})")
     try:
-        from .. import cuda
+        from ..core import cuda
 
         if cuda.device_count() == 0:
             reasons.append("no CUDA GPU visible")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import OnnxModelError
+from ..core.errors import OnnxModelError
 
 FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.DataType
 _QDQ = ("QuantizeLinear", "DequantizeLinear")

@@ -26,7 +26,7 @@ def run_main(stage: str, body: Callable[[], None], gpu: bool = False) -> int:
     """Run a stage body: PipelineError -> one line on stderr and exit code 1.
 
     ``gpu``: the stage may touch a GPU, so it holds one for the whole body (see
-    :mod:`stages.lib.gpus`; a no-op without a GPU, and in per-backend child processes).
+    :mod:`stages.lib.core.gpus`; a no-op without a GPU, and in per-backend child processes).
     Unexpected exceptions keep their traceback: they are bugs, not user errors.
     """
     configure_logging()

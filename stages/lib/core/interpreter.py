@@ -8,14 +8,14 @@ This is the one place the child-process flow is described:
 - The TensorRT stages (``probe``, ``build``) re-run themselves there: their ``run()`` starts
   ``$TRT_PYTHON -m stages.<name> <same arguments>`` and returns its exit code.
 - The per-backend stages (``evaluate``, ``benchmark``) start one child process per backend
-  (:func:`stages.lib.fanout.per_backend`): ``python -m stages.<name> ... --backend B --part
+  (:func:`stages.lib.core.fanout.per_backend`): ``python -m stages.<name> ... --backend B --part
   FILE``, the TensorRT child in ``$TRT_PYTHON``, the others in this interpreter. A fresh
   process per backend keeps device-memory readings apart; each child writes its record to
   ``FILE`` and the parent merges them.
 - Every child gets ``PIPELINE_CHILD`` (``trt`` in the TensorRT interpreter, ``py`` otherwise),
   so a TensorRT child does not start yet another child. A failed child has printed its own
-  one-line error; the parent raises :class:`~stages.lib.errors.ChildFailed` with its exit code.
-- A child runs on the GPU its stage holds (``CUDA_VISIBLE_DEVICES``, :mod:`stages.lib.gpus`)
+  one-line error; the parent raises :class:`~stages.lib.core.errors.ChildFailed` with its exit code.
+- A child runs on the GPU its stage holds (``CUDA_VISIBLE_DEVICES``, :mod:`stages.lib.core.gpus`)
   and does not lock one again.
 """
 

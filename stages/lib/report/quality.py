@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .params import QualityParams
+from ..core.params import QualityParams
 from .results import ran
 
 

@@ -1,7 +1,7 @@
 """The dataset as arrays: a split, the prepared .npz files, the calibration subset, and
 synthetic data for tests. Torch-free: the TensorRT interpreter evaluates engines on these
-arrays too (reading raw CIFAR-10 is :mod:`stages.lib.rawdata`; model input preprocessing is
-:mod:`stages.lib.inputs`).
+arrays too (reading raw CIFAR-10 is :mod:`stages.lib.data.rawdata`; model input preprocessing is
+:mod:`stages.lib.data.inputs`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
+from ..core.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def synthetic(n_train: int, n_test: int, num_classes: int, seed: int) -> RawData
 
 
 def save_split(path: Path, split: Split) -> None:
-    from .io import atomic_path
+    from ..core.io import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, images=split.images, labels=split.labels)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from .io import read_json
-from .params import Params, load_params
+from ..core.config import load_params
+from ..core.io import read_json
+from ..core.params import Params
 
 ByPrecision = dict[str, dict[str, Any]]
 

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.params import Params, TrainParams
+from ..core.progress import progress
+from ..data.torchdata import DeviceDataset, cutmix
 from . import sam
-from .models import build_model
-from .params import Params, TrainParams
-from .progress import progress
-from .torchdata import DeviceDataset, cutmix
+from .networks import build_model
 
 
 def _batch_loss(

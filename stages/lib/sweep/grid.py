@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from .errors import ParamsError
+from ..core.errors import ParamsError
 
 
 def split_values(value: str) -> list[str]:

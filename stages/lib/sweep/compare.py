@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import InputFileError
-from .gpus import columns
-from .io import atomic_path, read_json, write_csv, write_text
+from ..core.errors import InputFileError
+from ..core.gpus import columns
+from ..core.io import atomic_path, read_json, write_csv, write_text
 
 # The benchmark stage's headline figures per backend and precision (stages/benchmark.headline).
 FIGURES = (

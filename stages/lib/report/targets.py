@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .params import TargetsParams
+from ..core.params import TargetsParams
 from .results import ByPrecision, ok_record
 
 

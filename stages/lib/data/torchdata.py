@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .data import Split
+from .prepared import Split
 
 
 class DeviceDataset:

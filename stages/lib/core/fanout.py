@@ -1,6 +1,6 @@
 """Run one stage's per-backend work in a fresh process each, and merge the results.
 
-The flow (which interpreter, ``PIPELINE_CHILD``) is described in :mod:`stages.lib.interpreter`.
+The flow (which interpreter, ``PIPELINE_CHILD``) is described in :mod:`stages.lib.core.interpreter`.
 A backend whose child fails is recorded as failed (the quality gate then fails the run) so
 the other backends are still measured.
 """

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OnnxModelError
-from .inputs import InputSpec
+from ..core.errors import OnnxModelError
+from ..data.inputs import InputSpec
 
 log = logging.getLogger(__name__)
 

@@ -1,20 +1,13 @@
-"""Typed, validated view of params.yaml.
+"""The typed shape of params.yaml: the accepted names and one frozen dataclass per section.
 
 params.yaml is what DVC reads; it is composed from conf/ by DVC's Hydra integration. Stages
-read it only through :func:`load_params`, which maps it onto frozen dataclasses, rejects
-unknown and missing keys, checks types and values, and reports every problem at once.
+read it only through :func:`stages.lib.core.config.load_params`, which maps it onto these
+dataclasses and runs the checks of :mod:`.params_check`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import yaml
-
-from . import schema
-from .errors import ParamsError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("pytorch", "torch_compile", "onnxruntime", "tensorrt")
@@ -196,27 +189,3 @@ class Params:
     quality: QualityParams
     targets: TargetsParams
     serve: ServeParams
-
-
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; raise ParamsError listing every problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError([f"file not found: {path} (run from the project root)"], str(path))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ParamsError([f"not valid YAML: {exc}".replace("\n", " ")], str(path)) from exc
-    return params_from_dict(raw, source=str(path))
-
-
-def params_from_dict(raw: Any, source: str = "params.yaml") -> Params:
-    problems: list[str] = []
-    params = schema.build(Params, raw, "", problems)
-    if not problems:
-        from .params_check import validate  # it imports this module's dataclasses
-
-        problems.extend(validate(params))
-    if problems:
-        raise ParamsError(problems, source)
-    return params

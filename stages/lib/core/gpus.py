@@ -33,7 +33,7 @@ from .errors import GpuLockError
 
 log = logging.getLogger(__name__)
 
-CHILD_ENV = "PIPELINE_CHILD"  # set for every child process of a stage (stages.lib.interpreter)
+CHILD_ENV = "PIPELINE_CHILD"  # set for every child process of a stage (stages.lib.core.interpreter)
 LOCK_DIR_ENV = "PIPELINE_LOCK_DIR"
 DEFAULT_LOCK_DIR = "/tmp/trt-pipeline/gpu-locks"
 # "off": pin the first visible GPU without a lock, so several stages share it (e.g. trainings

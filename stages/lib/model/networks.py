@@ -10,8 +10,8 @@ import torch
 import torchvision
 from torch import nn
 
-from .errors import CheckpointError, PretrainedWeightsError
-from .params import ModelParams
+from ..core.errors import CheckpointError, PretrainedWeightsError
+from ..core.params import ModelParams
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _load_imagenet(model: nn.Module, p: ModelParams) -> None:
 
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    from .io import atomic_path
+    from ..core.io import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
@@ -88,7 +88,7 @@ def _without_pretrained(p: ModelParams) -> ModelParams:
 
 class RawPixels(nn.Module):
     """``model`` taking uint8 NHWC images (raw pixels at the model's size) and doing the input
-    preprocessing itself, with the arithmetic of :func:`stages.lib.inputs.preprocess`:
+    preprocessing itself, with the arithmetic of :func:`stages.lib.data.inputs.preprocess`:
     Cast to float first (TensorRT accepts a uint8 input only into a Cast), x/255, -mean,
     /std per channel, then NHWC -> NCHW."""
 

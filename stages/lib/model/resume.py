@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .io import atomic_path
-from .params import Params
+from ..core.io import atomic_path
+from ..core.params import Params
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import DatasetError
-from .progress import progress
+from ..core.errors import DatasetError
+from ..core.progress import progress
 
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float16", "uint8")
@@ -73,7 +73,7 @@ def float_input(size: int) -> InputSpec:
 def preprocess(images: np.ndarray, mean: list[float], std: list[float], size: int) -> np.ndarray:
     """uint8 NHWC -> normalised float32 NCHW at ``size`` (nearest upsampling by an integer).
 
-    Training uses the torch twin in :mod:`stages.lib.torchdata`.
+    Training uses the torch twin in :mod:`stages.lib.data.torchdata`.
     """
     x = images.astype(np.float32) * np.float32(1 / 255)
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)

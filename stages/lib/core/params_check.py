@@ -1,6 +1,6 @@
 """The semantic checks of params.yaml beyond types: names, ranges and consistency.
 
-:func:`stages.lib.params.params_from_dict` runs :func:`validate` once the types are right and
+:func:`stages.lib.core.config.params_from_dict` runs :func:`validate` once the types are right and
 reports every problem at once.
 """
 

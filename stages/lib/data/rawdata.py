@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import IMAGE_SIZE, RawDataset, Split
-from .errors import DatasetError, ImageError
-from .progress import progress
+from ..core.errors import DatasetError, ImageError
+from ..core.progress import progress
+from .prepared import IMAGE_SIZE, RawDataset, Split
 
 log = logging.getLogger(__name__)
 

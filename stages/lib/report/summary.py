@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import strongtyping, tables, targets
+from ..quant import strongtyping
+from . import tables, targets
 from .quality import gate_checks
 from .results import Collected, where
 

@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OnnxModelError
-from .io import atomic_path
+from ..core.errors import OnnxModelError
+from ..core.io import atomic_path
+from ..core.params import CalibrateParams
+from ..core.progress import progress
 from .onnxgraph import (
     FP16_QDQ_OPSET,
     cast_float_io,
@@ -24,8 +26,6 @@ from .onnxgraph import (
     quantize_skip_inputs,
     raise_opset,
 )
-from .params import CalibrateParams
-from .progress import progress
 
 CHUNK = 4  # batches per collect_data call
 

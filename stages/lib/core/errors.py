@@ -1,7 +1,7 @@
 """Specific exceptions. Each message says what is wrong and how to fix it.
 
 Only a stage's ``main()`` turns these into a one-line message and an exit code
-(see :mod:`stages.lib.cli`).
+(see :mod:`stages.lib.core.cli`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
+from ..core.io import atomic_path  # noqa: E402
 from .results import ok_records, ran  # noqa: E402
 
 BACKEND_COLORS = {"pytorch": "#1f77b4", "torch_compile": "#17becf", "onnxruntime": "#2ca02c", "tensorrt": "#d62728"}
