@@ -80,3 +80,54 @@ def test_no_perf_analyzer_says_how_to_install_it(tmp_path: Path) -> None:
     with pytest.raises(BackendUnavailable, match="make serve-venv") as info:
         perf.find_perf_analyzer(str(tmp_path / "python"), {"PATH": str(tmp_path)})
     assert "libb64" in str(info.value) and os.linesep not in str(info.value)
+
+
+# -- the serving-path measurements: options table and profile ------------------------------
+
+
+def test_the_options_table_gives_the_median_and_every_round() -> None:
+    from stages.lib.serving.options import table
+
+    def rec(option: str, ips: float, batch: float) -> dict[str, object]:
+        return {
+            "option": option,
+            "concurrency": 64,
+            "throughput_ips": ips,
+            "latency_ms_p50": ips / 1000,
+            "latency_ms_p99": 2.0,
+            "server_queue_ms_mean": 1.0,
+            "server_compute_ms_mean": 3.0,
+            "server_batch_mean": batch,
+        }
+
+    rows = table(
+        [
+            rec("baseline", 9000.0, 60.0),
+            rec("http", 5.0, 8.0),
+            rec("baseline", 12000.0, 64.0),
+            rec("baseline", 10000.0, 62.0),
+        ]
+    )
+    assert rows[2] == "| baseline | 64 | 10,000 | 9,000, 12,000, 10,000 | 10.00 | 2.00 | 1.00 | 3.00 | 62.00 |"
+    assert rows[3].startswith("| http | 64 | 5 | 5 |") and len(rows) == 4
+
+
+def test_the_profile_attributes_samples_to_the_innermost_process_and_python_frame() -> None:
+    from stages.lib.serving.profile import role_of, top_functions
+
+    server = 'process 10:"python -m stages.lib.serving.server --spec s.json"'
+    stub = 'process 12:"/ws/backends/python/triton_python_backend_stub /tmp/f/1/model.py x"'
+    collapsed = "\n".join(
+        [
+            f"{server};run (a.py:1);infer (b.py:2) 5",
+            f'{server};process 11:"/ws/bin/tritonserver --model-store x";{stub};send (data.py:9) 7',
+            f'{server};process 11:"/ws/bin/tritonserver --model-store x";{stub} 3',
+            f"{server};run (a.py:1);infer (b.py:2) 1",
+        ]
+    )
+    assert top_functions(collapsed, 10) == [
+        ("Python backend stub", "send (data.py:9)", 7),
+        ("server", "infer (b.py:2)", 6),
+        ("Python backend stub", "(native code holding the GIL, no Python frame)", 3),
+    ]
+    assert role_of("python3 -c from multiprocessing.spawn import spawn_main").startswith("multiprocessing child")

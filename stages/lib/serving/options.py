@@ -45,6 +45,9 @@ BASE = ModelSpec(
 
 @dataclasses.dataclass(frozen=True)
 class Option:
+    """One way of serving or loading the pass-through model: its spec, server flags and
+    environment, and what perf_analyzer sends."""
+
     name: str
     spec: ModelSpec = BASE
     server_args: tuple[str, ...] = ()

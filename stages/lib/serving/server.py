@@ -123,8 +123,10 @@ def serve(runner: Runner | None, spec: ModelSpec, args: argparse.Namespace, stop
     )
     security = TritonSecurityConfig(access_token=os.environ.get(TOKEN_ENV) or None)
     models = {passthrough_name(spec.name): [passthrough_function(spec, args.decoupled) for _ in range(args.instances)]}
-    if runner is not None:  # several instances share the one runner: ONNX Runtime's run() is thread-safe
-        models[spec.name] = [bound_function(runner, spec, args.decoupled) for _ in range(args.instances)]
+    if runner is not None:
+        if args.instances != 1:  # instances would share the one runner from several threads
+            raise ServingError(f"--instances {args.instances}: only the pass-through model (--backend none) takes it")
+        models[spec.name] = [bound_function(runner, spec, args.decoupled)]
     model_config = ModelConfig(max_batch_size=spec.max_batch_size, batcher=batcher, decoupled=args.decoupled)
     with Triton(config=config, security_config=security) as triton:
         for name, functions in models.items():
