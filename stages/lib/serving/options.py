@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import platform
 import secrets
 import statistics
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         records += [{"round": r + 1, **rec} for rec in one_round(sp, pa, options, levels)]
     lines = table(records)
-    machine = {"machine": platform.machine(), "cpus": __import__("os").cpu_count(), "perf_analyzer": perf.version(pa)}
+    machine: dict[str, Any] = {"machine": platform.machine(), "cpus": os.cpu_count(), "perf_analyzer": perf.version(pa)}
+    machine["load_average_1min"] = os.getloadavg()[0]  # other work on a shared host moves every figure
     command = "python -m stages.lib.serving.options " + " ".join(argv if argv is not None else sys.argv[1:])
     write_json(args.out, {"command": command, **machine, "versions": sp.versions, "records": records})
     print("\n".join(lines))

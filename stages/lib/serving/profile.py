@@ -149,7 +149,8 @@ def report(
         f"# Pass-through model, {args.concurrency} requests of 8 images in flight",
         "",
         f"Command: `python -m stages.lib.serving.profile {' '.join(sys.argv[1:])}` on {os.cpu_count()} "
-        f"{platform.machine()} cores.",
+        f"{platform.machine()} cores (load average {os.getloadavg()[0]:.1f} when it ended: other work shares "
+        "the cores).",
         "",
         f"perf_analyzer: {record['throughput_ips']:,.0f} img/s, p50 {record['latency_ms_p50']} ms; per request "
         f"server queue {record['server_queue_ms_mean']} ms and compute {record['server_compute_ms_mean']} ms; "
