@@ -86,7 +86,7 @@ def test_section_puts_served_pass_through_and_in_process_side_by_side(tmp_path: 
     lines, png = served_report(_model_dir(tmp_path), tmp_path / "plots")
     text = "\n".join(lines)
     assert lines[0] == "## Served through Triton"
-    assert "Triton 2.51.0 (PyTriton 0.7.0" in text and "by perf_analyzer 2.51.0" in text
+    assert "Triton 2.51.0 (PyTriton 0.7.0" in text and "over gRPC on 127.0.0.1 by perf_analyzer 2.51.0" in text
     header = next(line for line in lines if line.startswith("| backend |"))
     assert "| served img/s | pass-through img/s | in process img/s |" in header
     rows = [line for line in lines if line.startswith("| tensorrt |")]
