@@ -111,9 +111,10 @@ def section(summaries: dict[str, Any], served: list[dict[str, Any]], bench: list
             if client.get("perf_analyzer")
             else f"tritonclient {client.get('tritonclient')}"
         )
+        protocol = _PROTOCOLS.get(client.get("protocol", "grpc"))
         lines += [
             f"Triton {server.get('triton')} (PyTriton {server.get('pytriton')}, Python backend running the project's "
-            f"runner), dynamic batching, loaded over {_PROTOCOLS.get(client.get('protocol', 'grpc'))} on 127.0.0.1 by {loader}. "
+            f"runner), dynamic batching, loaded over {protocol} on 127.0.0.1 by {loader}. "
             "Latency is client-side per request: serialisation, queueing, batching and inference included. "
             "Pass-through: a model with the same I/O, batcher and instances that computes nothing, served by the "
             "same server and measured right after the model at each concurrency: the ceiling of the serving path. "
