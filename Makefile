@@ -26,15 +26,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-$(SERVE_VENV)/.installed: serve-requirements.txt
+# perf_analyzer (the served benchmark's load generator) goes into the same venv; where it
+# cannot (no libb64-0d and not root), the serve stage records "skipped" and says why.
+$(SERVE_VENV)/.installed: serve-requirements.txt tools/serving/install-perf-analyzer.sh
 	@test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
 	timeout 900 $(SERVE_VENV)/bin/python -m pip install -q --upgrade pip
 	timeout 900 $(SERVE_VENV)/bin/python -m pip install -q -r serve-requirements.txt
+	timeout 900 bash tools/serving/install-perf-analyzer.sh $(SERVE_VENV) || echo "make: continuing without perf_analyzer"
 	@touch $@
 
 setup: $(STAMP)  ## create the virtual environment (.venv) with every dependency
 
-serve-venv: $(SERVE_STAMP)  ## create the serving interpreter (.venv-serve: PyTriton, numpy<2, ONNX Runtime)
+serve-venv: $(SERVE_STAMP)  ## create the serving interpreter (.venv-serve: PyTriton, numpy<2, ONNX Runtime, perf_analyzer)
 
 repro: setup $(SERVE_STAMP)  ## run the main experiment (GPU) or, without a CUDA GPU, the CPU profile (NO_TENSORRT=1: without TensorRT)
 	@$(BIN)/python tools/gpu_extra.py --python $(BIN)/python $(if $(NO_TENSORRT),--no-tensorrt)

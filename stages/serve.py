@@ -2,11 +2,14 @@
 
 For each backend in ``serve.backends`` it starts a real Triton server (PyTriton, in the
 serving interpreter $SERVE_PYTHON) on 127.0.0.1 with dynamic batching, serving the model
-through the project's own runner, and loads it from a second process at each of
-``serve.concurrencies``: throughput and client-side p50/p90/p99 latency per level, and the
-server's executed batch sizes. The model is described by the same spec as the Triton model
-repository (stages.package). Without a serving interpreter, with ``serve.enabled`` false,
-or where a backend cannot run here, the record says "skipped" and why.
+through the project's own runner and beside it a pass-through model with the same I/O,
+batcher and instances that computes nothing. perf_analyzer loads both, back to back, at
+each of ``serve.concurrencies``: throughput, client-side p50/p90/p99 latency, and Triton's
+server-side queue and compute times and executed batch per level. The pass-through figures
+are the ceiling the serving path sets. The model is described by the same spec as the
+Triton model repository (stages.package). Without a serving interpreter or perf_analyzer,
+with ``serve.enabled`` false, or where a backend cannot run here, the record says
+"skipped" and why.
 """
 
 from __future__ import annotations
@@ -24,16 +27,17 @@ from .lib.core.config import load_params
 from .lib.core.errors import BackendUnavailable, PipelineError
 from .lib.core.io import write_json, write_records
 from .lib.core.params import Params
-from .lib.serving.process import Server, ServingPython, run_load, serving_python, workdir
+from .lib.serving import perf
+from .lib.serving.process import Server, ServingPython, serving_python, workdir
+from .lib.serving.server import passthrough_name
 from .lib.serving.spec import served_spec
 from .lib.trt.engine import BUILD_FILE
 
 log = logging.getLogger(__name__)
 
-LOAD_SLACK_S = 120.0  # the load generator's start, warm-up and server statistics, beyond the levels' budget
 
 
-def serve_backend(sp: ServingPython, backend: str, args: argparse.Namespace, p: Params) -> dict[str, Any]:
+def serve_backend(sp: ServingPython, pa: str, backend: str, args: argparse.Namespace, p: Params) -> dict[str, Any]:
     """Serve one backend and load it; its record (status, levels, versions)."""
     try:
         source = args.engine_dir / BUILD_FILE if backend == "tensorrt" else args.onnx
@@ -60,31 +64,40 @@ def serve_backend(sp: ServingPython, backend: str, args: argparse.Namespace, p: 
         with Server(sp, server_args, tmp, token, s.startup_timeout_s) as server:
             if server.status["status"] != "ready":
                 return {"status": server.status["status"], "reason": server.status.get("reason")}
-            load_args = ["--spec", str(spec_file), "--url", server.grpc_url, "--batch-size", str(s.batch_size)]
-            load_args += ["--concurrencies", ",".join(map(str, s.concurrencies)), "--requests", str(s.requests)]
-            load_args += ["--max-seconds", str(s.max_seconds)]
-            budget = len(s.concurrencies) * s.max_seconds + LOAD_SLACK_S
-            result = run_load(sp, load_args, tmp / "load.json", token, budget)
+            load = perf.Load(s.batch_size, window_ms=round(s.max_seconds * 1000 / perf.WINDOWS))
+            models = {"model": spec.name, "passthrough": passthrough_name(spec.name)}
+            levels = perf.measure(pa, models, server.grpc_url, load, s.concurrencies, token, tmp)
     return {
         "status": "ok",
         "model": spec.name,
-        "levels": result["levels"],
+        "levels": levels,
         "runtime": server.status.get("runtime"),
-        "server": {**result["server"], "pytriton": sp.versions["pytriton"], "python": sp.versions["version"]},
-        "client": result["client"],
+        "server": {
+            "triton": server.status.get("triton"),
+            "pytriton": sp.versions["pytriton"],
+            "python": sp.versions["version"],
+            "url": server.grpc_url,
+        },
+        "client": {"perf_analyzer": perf.version(pa), "protocol": load.protocol},
     }
 
 
 def headline(levels: list[dict[str, Any]]) -> dict[str, Any]:
-    """Flat numbers for `dvc metrics`: best throughput, and latency at the lowest concurrency."""
-    best = max(levels, key=lambda r: r["throughput_ips"])
-    low = min(levels, key=lambda r: r["concurrency"])
-    return {
+    """Flat numbers for `dvc metrics`: best throughput of the model and of the pass-through
+    model, and the model's latency at the lowest concurrency."""
+    model = [r for r in levels if r["served"] == "model"]
+    passthrough = [r for r in levels if r["served"] == "passthrough"]
+    best = max(model, key=lambda r: r["throughput_ips"])
+    low = min(model, key=lambda r: r["concurrency"])
+    out = {
         "served_throughput_ips_max": best["throughput_ips"],
         "served_throughput_concurrency": best["concurrency"],
         f"served_c{low['concurrency']}_latency_ms_p50": low["latency_ms_p50"],
         f"served_c{low['concurrency']}_latency_ms_p99": low["latency_ms_p99"],
     }
+    if passthrough:
+        out["passthrough_throughput_ips_max"] = max(r["throughput_ips"] for r in passthrough)
+    return out
 
 
 def run(args: argparse.Namespace) -> None:
@@ -94,13 +107,14 @@ def run(args: argparse.Namespace) -> None:
         if not p.serve.enabled:
             raise BackendUnavailable("serve.enabled is false")
         sp = serving_python()
+        pa = perf.find_perf_analyzer(sp.python)
     except BackendUnavailable as exc:
         log.warning("served benchmark skipped: %s", exc)
         results = {b: {"status": "skipped", "reason": str(exc)} for b in p.serve.backends}
     else:
         for backend in p.serve.backends:
             try:
-                results[backend] = serve_backend(sp, backend, args, p)
+                results[backend] = serve_backend(sp, pa, backend, args, p)
             except PipelineError as exc:
                 log.error("%s: %s", backend, exc)
                 results[backend] = {"status": "failed", "reason": str(exc)}

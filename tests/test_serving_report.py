@@ -41,22 +41,25 @@ BENCH = [
 ]
 
 
-def _served(concurrency: int, ips: float, p50: float, p99: float) -> dict[str, Any]:
-    row = {"backend": "tensorrt", "precision": "int8", "model": "m_int8", "concurrency": concurrency}
-    row.update(batch_size=8, requests=100, throughput_ips=ips, latency_ms_p50=p50, latency_ms_p99=p99)
+def _served(concurrency: int, ips: float, p50: float, p99: float, served: str = "model") -> dict[str, Any]:
+    row = {"backend": "tensorrt", "precision": "int8", "model": "m_int8", "served": served}
+    row.update(concurrency=concurrency, batch_size=8, requests=100, throughput_ips=ips)
+    row.update(latency_ms_p50=p50, latency_ms_p99=p99, server_queue_ms_mean=0.5 * p50, server_compute_ms_mean=0.25)
     return {**row, "server_batch_mean": 8.0 * concurrency, "timed": TIMED}
 
 
 def _model_dir(tmp: Path) -> Path:
     d = tmp / "reports" / "m"
     write_csv(d / "bench" / "int8.csv", BENCH)
-    write_csv(d / "serve" / "int8.csv", [_served(1, 5000.0, 1.5, 2.0), _served(16, 20000.0, 6.0, 9.5)])
+    served = [_served(1, 5000.0, 1.5, 2.0), _served(1, 6250.0, 1.2, 1.6, "passthrough")]
+    served += [_served(16, 20000.0, 6.0, 9.5), _served(16, 25000.0, 5.0, 8.0, "passthrough")]
+    write_csv(d / "serve" / "int8.csv", served)
     server = {"triton": "2.51.0", "pytriton": "0.7.0"}
     write_json(
         d / "serve" / "int8.json",
         {
             "precision": "int8",
-            "tensorrt": {"status": "ok", "server": server, "client": {"tritonclient": "2.73.0"}},
+            "tensorrt": {"status": "ok", "server": server, "client": {"perf_analyzer": "2.51.0", "protocol": "grpc"}},
             "onnxruntime": {"status": "skipped", "reason": "onnxruntime: no CUDA execution provider"},
         },
     )
@@ -79,19 +82,34 @@ def test_in_process_latency_is_at_one_requests_batch() -> None:
     assert in_process(BENCH, "tensorrt", "int8", 32)["latency_ms_p50"] is None  # type: ignore[index]
 
 
-def test_section_puts_served_figures_next_to_in_process_ones(tmp_path: Path) -> None:
+def test_section_puts_served_pass_through_and_in_process_side_by_side(tmp_path: Path) -> None:
     lines, png = served_report(_model_dir(tmp_path), tmp_path / "plots")
     text = "\n".join(lines)
     assert lines[0] == "## Served through Triton"
-    assert "Triton 2.51.0 (PyTriton 0.7.0" in text and "tritonclient 2.73.0" in text
+    assert "Triton 2.51.0 (PyTriton 0.7.0" in text and "over gRPC on 127.0.0.1 by perf_analyzer 2.51.0" in text
+    header = next(line for line in lines if line.startswith("| backend |"))
+    assert "| served img/s | pass-through img/s | in process img/s |" in header
     rows = [line for line in lines if line.startswith("| tensorrt |")]
     assert rows == [
-        "| tensorrt | INT8 | 1 | 8 | 5,000.0 | 40,000 (b256) | 0.12x | 1.50 | 2.00 | 0.40 / 0.50 | 8.0 |",
-        "| tensorrt | INT8 | 16 | 8 | 20,000.0 | 40,000 (b256) | 0.50x | 6.00 | 9.50 | 0.40 / 0.50 | 128.0 |",
+        "| tensorrt | INT8 | 1 | 8 | 5,000.0 | 6,250.0 | 40,000 (b256) | 0.80 | 1.50 / 2.00 | 1.20 / 1.60 "
+        "| 0.40 / 0.50 | 0.75 / 0.25 | 8.0 |",
+        "| tensorrt | INT8 | 16 | 8 | 20,000.0 | 25,000.0 | 40,000 (b256) | 0.80 | 6.00 / 9.50 | 5.00 / 8.00 "
+        "| 0.40 / 0.50 | 3.00 / 0.25 | 128.0 |",
     ]
     assert "- onnxruntime INT8: skipped: onnxruntime: no CUDA execution provider" in lines
     assert png == tmp_path / "plots" / "served.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_records_without_a_pass_through_model_still_report(tmp_path: Path) -> None:
+    """Records of a serve stage that served no pass-through model: its columns say "-"."""
+    d = _model_dir(tmp_path)
+    rows = [{k: v for k, v in _served(4, 9000.0, 2.0, 3.0).items() if k != "served"}]
+    write_csv(d / "serve" / "int8.csv", rows)
+    lines, png = served_report(d, tmp_path / "plots")
+    (row,) = [line for line in lines if line.startswith("| tensorrt |")]
+    assert row.startswith("| tensorrt | INT8 | 4 | 8 | 9,000.0 | - | 40,000 (b256) | - | 2.00 / 3.00 | - |")
+    assert png is not None and png.is_file()
 
 
 def test_nothing_served_gives_reasons_and_no_plot(tmp_path: Path) -> None:
@@ -151,7 +169,6 @@ def test_no_serving_interpreter_names_the_variable_and_the_fix() -> None:
 # a runtime (ONNX Runtime, or TensorRT + cuda-python), and may be Python 3.10.
 SERVING_SIDE = [
     "stages.lib.serving.server",
-    "stages.lib.serving.load",
     "stages.lib.serving.process",
     "stages.lib.serving.spec",
     "stages.lib.runners.registry",
@@ -168,6 +185,6 @@ def test_serving_side_modules_import_without_the_projects_heavy_packages() -> No
     assert proc.stdout.strip() == "ok"
 
 
-@pytest.mark.parametrize("module", SERVING_SIDE[:4])
+@pytest.mark.parametrize("module", SERVING_SIDE[:3])
 def test_serving_side_modules_parse_as_python_310(module: str) -> None:
     ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text(), feature_version=(3, 10))

@@ -170,8 +170,7 @@ class ServeParams:
     backends: list[str]  # runners to serve, one server each
     concurrencies: list[int]  # requests in flight from the client, one level each
     batch_size: int  # images per request
-    requests: int  # per level at most
-    max_seconds: float  # per level at most
+    max_seconds: float  # per level and served model: perf_analyzer's three measurement windows together
     max_queue_delay_us: int  # dynamic batcher: how long a request may wait for others
     startup_timeout_s: float  # server start, model load included
 

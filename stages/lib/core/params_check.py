@@ -201,7 +201,6 @@ def _serve_problems(s: ServeParams) -> list[str]:
         problems.append("serve.concurrencies: must list at least one concurrency")
     for where, value in [(f"serve.concurrencies[{i}]", c) for i, c in enumerate(s.concurrencies)] + [
         ("serve.batch_size", s.batch_size),
-        ("serve.requests", s.requests),
         ("serve.max_seconds", s.max_seconds),
         ("serve.startup_timeout_s", s.startup_timeout_s),
     ]:

@@ -1,5 +1,5 @@
-"""The serving interpreter ($SERVE_PYTHON) and the processes that run in it: a Triton server
-(stages.lib.serving.server) and its load generator (stages.lib.serving.load).
+"""The serving interpreter ($SERVE_PYTHON) and the Triton server process that runs in it
+(stages.lib.serving.server); perf_analyzer, its load generator, is stages.lib.serving.perf.
 
 PyTriton needs numpy < 2 (with numpy 2 its Python backend returns empty outputs), its
 interpreter's ``bin`` first on PATH and that interpreter's ``libpython3.X.so.1.0`` on
@@ -126,8 +126,17 @@ class Server:
     """A Triton server process (stages.lib.serving.server) on 127.0.0.1; a context manager
     that waits until the model is loaded and always stops the process group on exit."""
 
-    def __init__(self, sp: ServingPython, args: list[str], workdir: Path, token: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        sp: ServingPython,
+        args: list[str],
+        workdir: Path,
+        token: str,
+        timeout_s: float,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.sp, self.args, self.workdir, self.token, self.timeout_s = sp, args, workdir, token, timeout_s
+        self.extra_env = dict(env or {})  # e.g. PYTRITON_NO_TENSORSTORE
         self.grpc_port, self.http_port = free_port(), free_port()
         self.status_file = workdir / "server-status.json"
         self.log_file = workdir / "server.log"
@@ -142,7 +151,7 @@ class Server:
                 cmd,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
-                env=self.sp.env(**{TOKEN_ENV: self.token}),
+                env=self.sp.env(**self.extra_env, **{TOKEN_ENV: self.token}),
                 start_new_session=True,
             )
         try:
@@ -196,16 +205,3 @@ class Server:
 def workdir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="serve.") as tmp:
         yield Path(tmp)
-
-
-def run_load(sp: ServingPython, args: list[str], out: Path, token: str, timeout_s: float) -> dict[str, Any]:
-    """Run the load generator (stages.lib.serving.load) in the serving interpreter; its results."""
-    cmd = [sp.python, "-m", "stages.lib.serving.load", *args, "--out", str(out)]
-    try:
-        proc = subprocess.run(cmd, env=sp.env(**{TOKEN_ENV: token}), capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired as exc:
-        raise ServingError(f"the load generator ran past {timeout_s:.0f} s") from exc
-    if proc.returncode != 0:
-        raise ServingError(f"the load generator failed ({proc.returncode}): {' '.join(proc.stderr[-1500:].split())}")
-    result: dict[str, Any] = json.loads(out.read_text())
-    return result

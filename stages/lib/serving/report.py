@@ -1,11 +1,12 @@
 """The report's "Served through Triton" section and plot: what serving costs.
 
-Served figures (reports/<model>/serve/<precision>.json and .csv, from the serve stage) next
-to the same runner's in-process figure (reports/<model>/bench/<precision>.csv, from the
-benchmark stage): per concurrency, served img/s against the in-process best, and client-side
-p50/p99 latency against the in-process latency of one request's batch. In process means end
-to end (host input to host logits) where the benchmark has it, else ``compute`` (on the CPU
-that is the same thing: host arrays in and out).
+Per concurrency, three figures side by side: the model served (reports/<model>/serve/
+<precision>.json and .csv, from the serve stage), the pass-through model served by the same
+server with no compute (the ceiling the serving path sets), and the same runner in process
+(reports/<model>/bench/<precision>.csv, from the benchmark stage: its best img/s, and its
+latency at one request's batch). In process means end to end (host input to host logits)
+where the benchmark has it, else ``compute`` (on the CPU that is the same thing: host arrays
+in and out).
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ NUMERIC = (
     "latency_ms_p50",
     "latency_ms_p99",
     "server_batch_mean",
+    "server_queue_ms_mean",
+    "server_compute_ms_mean",
 )
+MODEL, PASSTHROUGH = "model", "passthrough"  # the records' "served" column
+_PROTOCOLS = {"grpc": "gRPC", "http": "HTTP"}
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -71,11 +76,22 @@ def _f(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _series(served: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def _series(served: list[dict[str, Any]], what: str = MODEL) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Rows of the model (or the pass-through model) by (backend, precision), by concurrency;
+    rows without a "served" column are the model's."""
     out: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in served:
-        out.setdefault((r["backend"], r["precision"]), []).append(r)
+        if (r.get("served") or MODEL) == what:
+            out.setdefault((r["backend"], r["precision"]), []).append(r)
     return {k: sorted(v, key=lambda r: r["concurrency"]) for k, v in out.items()}
+
+
+def _at(rows: list[dict[str, Any]], concurrency: float) -> dict[str, Any] | None:
+    return next((r for r in rows if r["concurrency"] == concurrency), None)
+
+
+def _pair(row: dict[str, Any] | None, a: str, b: str, spec: str = ".2f") -> str:
+    return "-" if row is None else f"{_f(row.get(a), spec)} / {_f(row.get(b), spec)}"
 
 
 def section(summaries: dict[str, Any], served: list[dict[str, Any]], bench: list[dict[str, Any]]) -> list[str]:
@@ -90,27 +106,42 @@ def section(summaries: dict[str, Any], served: list[dict[str, Any]], bench: list
     if ok:
         _, _, first = ok[0]
         server, client = first.get("server", {}), first.get("client", {})
+        loader = (
+            f"perf_analyzer {client['perf_analyzer']}"
+            if client.get("perf_analyzer")
+            else f"tritonclient {client.get('tritonclient')}"
+        )
+        protocol = _PROTOCOLS.get(client.get("protocol", "grpc"))
         lines += [
             f"Triton {server.get('triton')} (PyTriton {server.get('pytriton')}, Python backend running the project's "
-            f"runner), dynamic batching, loaded over gRPC on 127.0.0.1 by a second process (tritonclient "
-            f"{client.get('tritonclient')}). Latency is client-side per request: serialisation, queueing, batching "
-            "and inference included. In process: the same runner in the benchmark stage "
-            "(best img/s over batch sizes; latency at one request's batch).",
+            f"runner), dynamic batching, loaded over {protocol} on 127.0.0.1 by {loader}. "
+            "Latency is client-side per request: serialisation, queueing, batching and inference included. "
+            "Pass-through: a model with the same I/O, batcher and instances that computes nothing, served by the "
+            "same server and measured right after the model at each concurrency: the ceiling of the serving path. "
+            "In process: the same runner in the benchmark stage (best img/s over batch sizes; latency at one "
+            "request's batch). Server queue and compute: Triton's statistics, per request (compute is that of "
+            "the batch the request ran in).",
             "",
-            "| backend | precision | concurrency | images/request | served img/s | in process img/s "
-            "| served/in process | p50 ms | p99 ms | in process p50/p99 ms | executed batch (mean) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| backend | precision | in flight | images/request | served img/s | pass-through img/s "
+            "| in process img/s | served/pass-through | served p50 / p99 ms | pass-through p50 / p99 ms "
+            "| in process p50 / p99 ms | server queue / compute ms | executed batch (mean) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
+    ceilings = _series(served, PASSTHROUGH)
     for (backend, precision), rows in _series(served).items():
         for r in rows:
             ref = in_process(bench, backend, precision, int(r["batch_size"]))
-            ratio = f"{r['throughput_ips'] / ref['throughput_ips']:.2f}x" if ref else "-"
+            pt = _at(ceilings.get((backend, precision), []), r["concurrency"])
+            ratio = f"{r['throughput_ips'] / pt['throughput_ips']:.2f}" if pt else "-"
+            pt_ips = f"{pt['throughput_ips']:,.1f}" if pt else "-"
             ref_ips = f"{ref['throughput_ips']:,.0f} (b{ref['batch_size']})" if ref else "-"
-            ref_lat = f"{_f(ref['latency_ms_p50'], '.2f')} / {_f(ref['latency_ms_p99'], '.2f')}" if ref else "-"
             lines.append(
                 f"| {backend} | {precision.upper()} | {int(r['concurrency'])} | {int(r['batch_size'])} "
-                f"| {r['throughput_ips']:,.1f} | {ref_ips} | {ratio} | {r['latency_ms_p50']:.2f} "
-                f"| {r['latency_ms_p99']:.2f} | {ref_lat} | {_f(r.get('server_batch_mean'), '.1f')} |"
+                f"| {r['throughput_ips']:,.1f} | {pt_ips} | {ref_ips} | {ratio} "
+                f"| {_pair(r, 'latency_ms_p50', 'latency_ms_p99')} | {_pair(pt, 'latency_ms_p50', 'latency_ms_p99')} "
+                f"| {_pair(ref, 'latency_ms_p50', 'latency_ms_p99')} "
+                f"| {_pair(r, 'server_queue_ms_mean', 'server_compute_ms_mean')} "
+                f"| {_f(r.get('server_batch_mean'), '.1f')} |"
             )
     not_ok = [
         (p, b, rec)
@@ -137,25 +168,21 @@ def plot(served: list[dict[str, Any]], bench: list[dict[str, Any]], dest: Path) 
     from ..core.io import atomic_path
 
     fig, (ax_ips, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.5))
+    ceilings = _series(served, PASSTHROUGH)
     for i, ((backend, precision), rows) in enumerate(_series(served).items()):
         color = f"C{i}"
-        xs = [r["concurrency"] for r in rows]
         label = f"{backend} {precision.upper()}"
+        xs = [r["concurrency"] for r in rows]
         ax_ips.plot(xs, [r["throughput_ips"] for r in rows], "o-", color=color, label=f"{label} served")
         ax_lat.plot(xs, [r["latency_ms_p99"] for r in rows], "o-", color=color, label=f"{label} served p99")
-        ref = in_process(bench, backend, precision, int(rows[0]["batch_size"]))
-        if ref:
-            ax_ips.axhline(
-                ref["throughput_ips"], color=color, ls="--", lw=1, label=f"{label} in process (b{ref['batch_size']})"
-            )
-            if ref["latency_ms_p99"] is not None:
-                ax_lat.axhline(
-                    ref["latency_ms_p99"],
-                    color=color,
-                    ls="--",
-                    lw=1,
-                    label=f"{label} in process p99 (b{int(rows[0]['batch_size'])})",
-                )
+        pt = ceilings.get((backend, precision), [])
+        if pt:
+            xp = [r["concurrency"] for r in pt]
+            ax_ips.plot(xp, [r["throughput_ips"] for r in pt], "s:", color=color, label=f"{label} pass-through")
+            ax_lat.plot(xp, [r["latency_ms_p99"] for r in pt], "s:", color=color, label=f"{label} pass-through p99")
+        _reference_lines(
+            ax_ips, ax_lat, in_process(bench, backend, precision, int(rows[0]["batch_size"])), color, label
+        )
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     levels = sorted({r["concurrency"] for r in served})
@@ -176,6 +203,17 @@ def plot(served: list[dict[str, Any]], bench: list[dict[str, Any]], dest: Path) 
         fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
     return dest
+
+
+def _reference_lines(ax_ips: Any, ax_lat: Any, ref: dict[str, Any] | None, color: str, label: str) -> None:
+    """The in-process figures as dashed horizontal lines."""
+    if not ref:
+        return
+    ax_ips.axhline(
+        ref["throughput_ips"], color=color, ls="--", lw=1, label=f"{label} in process (b{ref['batch_size']})"
+    )
+    if ref["latency_ms_p99"] is not None:
+        ax_lat.axhline(ref["latency_ms_p99"], color=color, ls="--", lw=1, label=f"{label} in process p99")
 
 
 def served_report(model_dir: Path, plots_dir: Path) -> tuple[list[str], Path | None]:
