@@ -50,7 +50,7 @@ def _name_problems(p: Params) -> list[str]:
     """Names that must be one of a known set."""
     problems = [
         *_one_of("device", p.device, DEVICES),
-        *_one_of("model.arch", p.model.arch, ARCHS),
+        *_arch_problems(p),
         *_one_of("data.source", p.data.source, DATA_SOURCES),
         *_one_of("calibrate.method", p.calibrate.method, CALIBRATION_METHODS),
         *_one_of("calibrate.high_precision", p.calibrate.high_precision, HIGH_PRECISIONS),
@@ -67,6 +67,27 @@ def _name_problems(p: Params) -> list[str]:
         problems.append("precisions: must name at least one of " + ", ".join(PRECISIONS))
     if len(set(p.precisions)) != len(p.precisions):
         problems.append(f"precisions: duplicates in {p.precisions}")
+    return problems
+
+
+def _arch_problems(p: Params) -> list[str]:
+    """model.arch must be a torchvision classifier (the closest names are suggested); the CIFAR
+    stem exists only for the ResNet family; a user's checkpoint and ONNX file exclude each other."""
+    from .archs import closest
+
+    m, problems = p.model, []
+    if m.arch not in ARCHS:
+        near = ", ".join(closest(m.arch)) or "see torchvision.models.list_models()"
+        problems.append(f"model.arch: unknown value {m.arch!r}; closest valid names: {near}")
+    if m.cifar_stem and m.arch in ARCHS and not m.arch.startswith(("resnet", "resnext", "wide_resnet")):
+        problems.append(f"model.cifar_stem: only the ResNet family has the stem it replaces, not {m.arch}; set it false")
+    for where, values in (("model.mean", m.mean), ("model.std", m.std)):
+        if values is not None and len(values) != 3:
+            problems.append(f"{where}: must list 3 values (R, G, B) or be null, got {values}")
+    if (m.mean is None) != (m.std is None):
+        problems.append("model.mean and model.std: set both (the weights' normalisation) or neither")
+    if m.checkpoint and m.onnx:
+        problems.append("model.checkpoint and model.onnx: give one of the two (a PyTorch or an ONNX model)")
     return problems
 
 
