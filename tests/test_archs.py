@@ -40,7 +40,7 @@ FAMILIES = [
 
 
 def test_the_list_is_torchvisions_classification_registry() -> None:
-    assert CLASSIFIERS == tuple(torchvision.models.list_models(module=torchvision.models))
+    assert tuple(torchvision.models.list_models(module=torchvision.models)) == CLASSIFIERS
 
 
 def test_closest_names_come_first() -> None:
@@ -69,8 +69,12 @@ def test_family_builds_exports_and_matches_onnxruntime(arch: str, tmp_path: Path
 
 @pytest.mark.parametrize(
     ("arch", "head"),
-    [("resnet18", "fc"), ("mobilenet_v3_large", "classifier.3"), ("convnext_tiny", "classifier.2"),
-     ("squeezenet1_1", "classifier.1")],
+    [
+        ("resnet18", "fc"),
+        ("mobilenet_v3_large", "classifier.3"),
+        ("convnext_tiny", "classifier.2"),
+        ("squeezenet1_1", "classifier.1"),
+    ],
 )
 def test_head_is_the_last_linear_whatever_the_family(arch: str, head: str) -> None:
     model = torchvision.models.get_model(arch, weights=None)

@@ -266,14 +266,19 @@ def test_load_raw_image_tree_archive(tmp_path: Path, top: str) -> None:
     assert ds.source == f"folder-archive:{archive}"
 
 
-def test_image_of_wrong_size_is_named(tmp_path: Path) -> None:
+def test_images_of_other_sizes_are_transformed_to_the_model_size(tmp_path: Path) -> None:
     tree = _tree_images()
-    tree["train"]["moose"]["a_moose.png"] = np.zeros((28, 32, 3), np.uint8)
+    odd = np.random.default_rng(1).integers(0, 256, (28, 40, 3), dtype=np.uint8)
+    tree["train"]["moose"]["a_moose.png"] = odd
     _write_tree(tmp_path, tree)
-    with pytest.raises(DatasetError) as err:
-        rawdata.load_raw(tmp_path)
-    assert "a_moose.png" in str(err.value)
-    assert "expected a 32x32 RGB image" in str(err.value) and "(28, 32, 3)" in str(err.value)
+    ds = rawdata.load_raw(tmp_path, image_size=32)
+    assert ds.train.images.shape[1:] == (32, 32, 3) and ds.test.images.shape[1:] == (32, 32, 3)
+    # training storage: the shorter side (28) to 32, then the centre 32x32
+    from stages.lib.data.transforms import train_transform
+
+    moose = ds.classes.index("moose")
+    first_moose = int(np.flatnonzero(ds.train.labels == moose)[0])
+    np.testing.assert_array_equal(ds.train.images[first_moose], train_transform(odd, 32))
 
 
 def test_unreadable_image_is_named(tmp_path: Path) -> None:

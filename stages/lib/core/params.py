@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .archs import CLASSIFIERS as ARCHS  # any torchvision classifier, by name
+from .archs import CLASSIFIERS as ARCHS  # noqa: F401 - any torchvision classifier, by name
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("pytorch", "torch_compile", "onnxruntime", "tensorrt")

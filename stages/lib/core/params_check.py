@@ -80,7 +80,7 @@ def _arch_problems(p: Params) -> list[str]:
         near = ", ".join(closest(m.arch)) or "see torchvision.models.list_models()"
         problems.append(f"model.arch: unknown value {m.arch!r}; closest valid names: {near}")
     if m.cifar_stem and m.arch in ARCHS and not m.arch.startswith(("resnet", "resnext", "wide_resnet")):
-        problems.append(f"model.cifar_stem: only the ResNet family has the stem it replaces, not {m.arch}; set it false")
+        problems.append(f"model.cifar_stem: only ResNets have the stem it replaces, not {m.arch}; set it false")
     for where, values in (("model.mean", m.mean), ("model.std", m.std)):
         if values is not None and len(values) != 3:
             problems.append(f"{where}: must list 3 values (R, G, B) or be null, got {values}")
@@ -88,6 +88,15 @@ def _arch_problems(p: Params) -> list[str]:
         problems.append("model.mean and model.std: set both (the weights' normalisation) or neither")
     if m.checkpoint and m.onnx:
         problems.append("model.checkpoint and model.onnx: give one of the two (a PyTorch or an ONNX model)")
+    if m.onnx:
+        torch_backends = [b for b in p.backends if b in ("pytorch", "torch_compile")]
+        if torch_backends:
+            problems.append(
+                f"model.onnx: the {', '.join(torch_backends)} backend(s) need a PyTorch model; "
+                "set backends=[onnxruntime,tensorrt]"
+            )
+        if p.export.raw_input:
+            problems.append("model.onnx: export.raw_input needs a PyTorch model to wrap; set it false")
     return problems
 
 

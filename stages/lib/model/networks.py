@@ -81,7 +81,9 @@ def _weights_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types on corrupt files
-        raise PretrainedWeightsError(f"model.weights: {path} is not a readable state_dict ({type(exc).__name__})") from exc
+        raise PretrainedWeightsError(
+            f"model.weights: {path} is not a readable state_dict ({type(exc).__name__})"
+        ) from exc
     if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
         blob = blob["state_dict"]
     if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
@@ -97,9 +99,7 @@ def _load_imagenet(model: nn.Module, p: ModelParams) -> None:
         model.load_state_dict(state)
     except RuntimeError as exc:
         where = p.weights or f"torchvision's {p.arch} weights"
-        raise PretrainedWeightsError(
-            f"{where}: do not fit {p.arch} ({state_dict_problem(exc)})"
-        ) from exc
+        raise PretrainedWeightsError(f"{where}: do not fit {p.arch} ({state_dict_problem(exc)})") from exc
     log.info("loaded ImageNet weights for %s from %s", p.arch, p.weights or "torchvision")
 
 
