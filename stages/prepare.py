@@ -55,27 +55,38 @@ def _write_arrays(tmp: Path, ds: data.RawDataset, p: Params) -> dict[str, Any]:
     }
 
 
-def _write_folder(tmp: Path, ds: folders.FolderDataset, p: Params) -> dict[str, Any]:
-    """An image-folder dataset, streamed: decoded, transformed and written batch by batch."""
-    size, transform = folders.store_size(ds, p.model.image_size)
-    order = _test_order(len(ds.test), p.seed)
+def _write_splits(tmp: Path, ds: folders.FolderDataset, order: np.ndarray, size: int, transform: bool) -> None:
     for name, items, train in (
         ("train", ds.train, True),
         ("test", [ds.test[i] for i in order], False),
     ):
-        writer = SplitWriter(tmp / f"{name}.npz")
         steps = -(-len(items) // 256)
-        for images, labels in progress(folders.batches(items, size, transform, train), steps, f"decode {name}"):
-            writer.append(images, labels)
-        writer.close()
+        with SplitWriter(tmp / f"{name}.npz") as writer:
+            for images, labels in progress(folders.batches(items, size, transform, train), steps, f"decode {name}"):
+                writer.append(images, labels)
+
+
+def _write_folder(tmp: Path, ds: folders.FolderDataset, p: Params) -> dict[str, Any]:
+    """An image-folder dataset, streamed: decoded, transformed and written batch by batch.
+    Kept at its own size while every image matches the first (square, dividing the model's
+    size); at the first that does not, written again at the model's size, transformed."""
+    order = _test_order(len(ds.test), p.seed)
+    size, transform = folders.native_size(ds, p.model.image_size), False
+    try:
+        if size is None:
+            raise folders.SizeMismatch("the first image is not square at a size dividing the model's")
+        _write_splits(tmp, ds, order, size, transform)
+    except folders.SizeMismatch as why:
+        log.info("images stored at %d px with the standard transforms (%s)", p.model.image_size, why)
+        size, transform = p.model.image_size, True
+        _write_splits(tmp, ds, order, size, transform)
     train_split = data.load_split(tmp / "train.npz")
     idx = data.calibration_indices(len(train_split), p.data.calib_size, p.seed)
     # calibration sees what evaluation sees: the training images, transformed for evaluation
     calib_items = [ds.train[i] for i in idx]
-    calib = SplitWriter(tmp / "calib.npz")
-    for images, labels in folders.batches(calib_items, size, transform, train=False):
-        calib.append(images, labels)
-    calib.close()
+    with SplitWriter(tmp / "calib.npz") as calib:
+        for images, labels in folders.batches(calib_items, size, transform, train=False):
+            calib.append(images, labels)
     return {
         "classes": list(ds.classes),
         "source": ds.source,

@@ -31,7 +31,7 @@ from .lib.model import training
 from .lib.model.networks import save_checkpoint
 from .lib.model.resume import Resume
 from .lib.model.usermodel import load_user_checkpoint
-from .lib.model.useronnx import onnx_top1
+from .lib.model.useronnx import adopt_onnx, onnx_top1
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,12 @@ def run(args: argparse.Namespace) -> None:
 def _record_onnx(args: argparse.Namespace, p: Params, test_split: data.Split, meta: dict, wall: float) -> None:
     """model.onnx: an empty checkpoint that names the ONNX file (the PyTorch backends are
     off, see params_check), and the ONNX model's top-1 as the training top-1."""
-    top1 = onnx_top1(p.model.onnx or "", test_split, p.data.mean, p.data.std, p.model.image_size)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="user-onnx.") as tmp:  # checked as export will check it
+        adopted = Path(tmp) / "fp32.onnx"
+        adopt_onnx(p.model.onnx or "", adopted, p.model.image_size, p.model.num_classes)
+        top1 = onnx_top1(adopted, test_split, p.data.mean, p.data.std, p.model.image_size)
     info = {"model": p.model.name, "arch": p.model.arch, "classes": meta["classes"], "onnx": p.model.onnx}
     save_checkpoint(args.checkpoint, nn.Module(), {**info, "synthetic": meta["synthetic"], "test_top1_fp32": top1})
     write_csv(args.history, [])

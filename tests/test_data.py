@@ -367,7 +367,7 @@ def test_empty_raw_dir_names_folder_and_layouts(tmp_path: Path) -> None:
         ".tar.gz of such a tree",
     ):
         assert layout in msg
-    assert "data.download=true" in msg
+    assert "data.download=auto" in msg
 
 
 def test_raw_dir_with_unrelated_files_lists_them(tmp_path: Path) -> None:
@@ -467,7 +467,7 @@ def test_device_dataset_normalise_equals_preprocess(size: int) -> None:
 
     imgs = _images(4, seed=11)
     ds = DeviceDataset(data.Split(imgs, np.arange(4)), torch.device("cpu"), MEAN, STD, size)
-    got = ds.normalise(ds.images).numpy()
+    got = ds.normalise(ds.take(torch.arange(4))).numpy()
     want = inputs.preprocess(imgs, MEAN, STD, size)
     assert got.shape == want.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

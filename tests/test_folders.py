@@ -173,3 +173,29 @@ def test_random_resized_crops_are_seeded_flipped_crops_at_the_model_size(tmp_pat
     assert a.shape == (8, 3, 24, 24) and torch.equal(a, b) and not torch.equal(a, c)
     lo, hi = (0 - 0.5) / 0.25, (1 - 0.5) / 0.25
     assert a.min() >= lo - 1e-5 and a.max() <= hi + 1e-5  # interpolated pixels stay in range
+
+
+def test_prepare_restarts_with_transforms_at_the_first_odd_image(tmp_path: Path) -> None:
+    from stages import prepare
+
+    root = tmp_path / "raw"
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(root / split / cls / f"{i}.png")
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(root / "train" / "b" / "9.png")  # the odd one, late
+    params = write_params(
+        tmp_path,
+        ["data=folder", f"data.raw_dir={root}", "data.calib_size=4", "calibrate.num_images=4", "model.num_classes=2"],
+    )
+    prepare.prepare(str(params), tmp_path / "prepared")
+    meta = read_json(tmp_path / "prepared" / "meta.json")
+    assert meta["image_shape"] == [32, 32, 3] and meta["augment"] == "random-resized-crop"
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [
+        "calib.npz", "meta.json", "test.npz", "train.npz"
+    ]  # fmt: skip
+    (root / "train" / "b" / "9.png").unlink()
+    prepare.prepare(str(params), tmp_path / "kept")
+    kept = read_json(tmp_path / "kept" / "meta.json")
+    assert kept["image_shape"] == [16, 16, 3] and kept["augment"] == "pad-crop"

@@ -43,7 +43,7 @@ class DataParams:
     name: str
     source: str
     raw_dir: str
-    download: bool
+    download: bool | str  # auto: when raw_dir holds no dataset and the network answers; true; false
     calib_size: int
     mean: list[float]
     std: list[float]

@@ -52,6 +52,7 @@ def _name_problems(p: Params) -> list[str]:
         *_one_of("device", p.device, DEVICES),
         *_arch_problems(p),
         *_one_of("data.source", p.data.source, DATA_SOURCES),
+        *([] if isinstance(p.data.download, bool) else _one_of("data.download", p.data.download, ("auto",))),
         *_one_of("calibrate.method", p.calibrate.method, CALIBRATION_METHODS),
         *_one_of("calibrate.high_precision", p.calibrate.high_precision, HIGH_PRECISIONS),
         *_one_of("export.exporter", p.export.exporter, ("torchscript", "dynamo")),

@@ -141,26 +141,37 @@ def decode(blob: bytes, name: str) -> np.ndarray:
         raise ImageError(f"{name}: not a readable image ({exc})") from exc
 
 
-def _size_of(item: Item) -> tuple[int, int]:
-    """(width, height) from the image's header, without decoding it."""
+class SizeMismatch(ImageError):
+    """An image of another size in a dataset being kept at its images' own size."""
+
+
+def native_size(ds: FolderDataset, model_size: int) -> int | None:
+    """The side of the first training image when it is square and divides ``model_size``
+    (the dataset may then be kept as it is, if every image has that size), else None."""
     from PIL import Image, UnidentifiedImageError
 
+    first = ds.train[0]
     try:
-        with Image.open(io.BytesIO(item.read())) as img:
-            return img.size
+        with Image.open(io.BytesIO(first.read())) as img:
+            w, h = img.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{item.name}: not a readable image ({type(exc).__name__}: {exc})") from exc
+        raise ImageError(f"{first.name}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    return w if w == h and model_size % w == 0 else None
 
 
 def store_size(ds: FolderDataset, model_size: int) -> tuple[int, bool]:
-    """(stored image side, whether images are transformed): the images' own side when every
-    one is square at a size that divides ``model_size``; else ``model_size``, transformed."""
-    sizes = {_size_of(it) for it in (*ds.train, *ds.test)}
-    if len(sizes) == 1:
-        ((w, h),) = sizes
-        if w == h and model_size % w == 0:
-            return w, False
-    return model_size, True
+    """(stored image side, whether images are transformed) by reading every image's header:
+    the images' own side when every one is square at a size dividing ``model_size``, else
+    ``model_size``, transformed. (prepare decides while it writes instead.)"""
+    from PIL import Image
+
+    side = native_size(ds, model_size)
+    for it in (*ds.train, *ds.test) if side else ():
+        with Image.open(io.BytesIO(it.read())) as img:
+            if img.size != (side, side):
+                side = None
+                break
+    return (side, False) if side else (model_size, True)
 
 
 def batches(
@@ -178,6 +189,6 @@ def batches(
                 img = fit(img, size)
             elif img.shape != (size, size, 3):
                 h, w = img.shape[:2]
-                raise ImageError(f"{it.name}: expected a {size}x{size} image like the rest, got {w}x{h}")
+                raise SizeMismatch(f"{it.name}: {w}x{h}, not {size}x{size} like the first image")
             images.append(img)
         yield np.stack(images), np.asarray([it.label for it in chunk], dtype=np.int64)

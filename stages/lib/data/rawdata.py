@@ -49,7 +49,7 @@ CIFAR10_TRAIN_IMAGES = 50_000
 # -- raw loading ---------------------------------------------------------------------------
 
 
-def locate(raw_dir: str | Path, source: str = "auto", download: bool = False) -> tuple[str, Path]:
+def locate(raw_dir: str | Path, source: str = "auto", download: bool | str = False) -> tuple[str, Path]:
     """(layout kind, path) of the dataset in ``raw_dir``, downloading CIFAR-10 when asked and
     nothing is there; kinds: pickle-dir, pickle-tar, folder-tree, folder-tar."""
     raw = Path(raw_dir)
@@ -67,7 +67,7 @@ def load_pickle(kind: str, path: Path) -> RawDataset:
 
 
 def load_raw(
-    raw_dir: str | Path, source: str = "auto", download: bool = False, image_size: int = IMAGE_SIZE
+    raw_dir: str | Path, source: str = "auto", download: bool | str = False, image_size: int = IMAGE_SIZE
 ) -> RawDataset:
     """The dataset in ``raw_dir`` in any accepted layout (see module docstring), in memory;
     an image folder is stored at ``image_size`` as :mod:`.folders` says. The prepare stage
@@ -84,7 +84,7 @@ def load_raw(
     raise _not_found(raw)
 
 
-def count_train_images(raw_dir: str | Path, source: str = "auto", download: bool = False) -> int:
+def count_train_images(raw_dir: str | Path, source: str = "auto", download: bool | str = False) -> int:
     """How many training images :func:`load_raw` would load, without decoding any image (a
     folder archive's member names are read, not its images)."""
     raw = Path(raw_dir)
@@ -109,7 +109,7 @@ def _not_found(raw: Path) -> DatasetError:
     found = sorted(p.name for p in raw.iterdir()) if raw.is_dir() else []
     return DatasetError(
         f"no CIFAR-10 found in {raw}/ (it holds: {', '.join(found) or 'nothing'}); "
-        f"{LAYOUT_HELP}; or set data.download=true on a machine with network"
+        f"{LAYOUT_HELP}; or set data.download=auto on a machine with network"
     )
 
 
@@ -207,19 +207,30 @@ def _folder_arrays(ds: folders.FolderDataset, image_size: int) -> RawDataset:
     return RawDataset(split(ds.train, True, "train"), split(ds.test, False, "test"), ds.classes, ds.source, False)
 
 
-def _download(raw: Path) -> Path:
+def _download(raw: Path, timeout_s: float = 30.0) -> Path:
+    """CIFAR-10's official archive into ``raw`` (md5-checked, written atomically); offline, a
+    DatasetError that says where to put the file."""
     raw.mkdir(parents=True, exist_ok=True)
     dest = raw / "cifar-10-python.tar.gz"
     part = raw / "cifar-10-python.tar.gz.part"
-    log.info("downloading %s", CIFAR10_URL)
+    log.info("no dataset in %s/: downloading %s", raw, CIFAR10_URL)
+    md5 = hashlib.md5()  # noqa: S324 - the published checksum
     try:
-        urllib.request.urlretrieve(CIFAR10_URL, part)
+        with urllib.request.urlopen(CIFAR10_URL, timeout=timeout_s) as resp, open(part, "wb") as f:  # noqa: S310
+            while chunk := resp.read(1 << 20):
+                md5.update(chunk)
+                f.write(chunk)
     except (urllib.error.URLError, OSError) as exc:
         part.unlink(missing_ok=True)
-        raise DatasetError(f"no CIFAR-10 in {raw}/ and the download failed ({exc}); {LAYOUT_HELP}") from exc
-    digest = hashlib.md5(part.read_bytes()).hexdigest()  # noqa: S324 - the published checksum
-    if digest != CIFAR10_MD5:
+        raise DatasetError(
+            f"no dataset in {raw}/ and {CIFAR10_URL} cannot be reached ({getattr(exc, 'reason', exc)}): "
+            f"put cifar-10-python.tar.gz (or cifar10-jpg.tar.gz, or an image-folder tree) in {raw}/"
+        ) from exc
+    if md5.hexdigest() != CIFAR10_MD5:
         part.unlink()
-        raise DatasetError(f"downloaded archive has md5 {digest}, expected {CIFAR10_MD5}")
+        raise DatasetError(
+            f"the archive downloaded from {CIFAR10_URL} has md5 {md5.hexdigest()}, expected {CIFAR10_MD5}: "
+            f"put a good cifar-10-python.tar.gz in {raw}/"
+        )
     part.rename(dest)
     return dest

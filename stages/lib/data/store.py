@@ -28,6 +28,17 @@ class SplitWriter:
         self._shape: tuple[int, ...] | None = None
         self.count = 0
 
+    def __enter__(self) -> SplitWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        """Writes the split, or on an error drops the pixels written so far."""
+        if exc_type is None:
+            self.close()
+        else:
+            self._raw.close()
+            Path(self._raw.name).unlink(missing_ok=True)
+
     def append(self, images: np.ndarray, labels: np.ndarray) -> None:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"expected uint8 NHWC RGB images, got {images.dtype} {images.shape}")
