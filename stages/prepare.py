@@ -83,10 +83,13 @@ def _write_folder(tmp: Path, ds: folders.FolderDataset, p: Params) -> dict[str, 
     train_split = data.load_split(tmp / "train.npz")
     idx = data.calibration_indices(len(train_split), p.data.calib_size, p.seed)
     # calibration sees what evaluation sees: the training images, transformed for evaluation
-    calib_items = [ds.train[i] for i in idx]
+    # (images kept at their own size are the stored ones)
     with SplitWriter(tmp / "calib.npz") as calib:
-        for images, labels in folders.batches(calib_items, size, transform, train=False):
-            calib.append(images, labels)
+        if not transform:
+            calib.append(train_split.images[idx], train_split.labels[idx])
+        else:
+            for images, labels in folders.batches([ds.train[i] for i in idx], size, True, train=False):
+                calib.append(images, labels)
     return {
         "classes": list(ds.classes),
         "source": ds.source,

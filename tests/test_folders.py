@@ -103,7 +103,7 @@ def test_bad_folders_are_one_line_errors(tmp_path: Path, damage: str, needle: st
         (root / "test" / "eel").rmdir()
     with pytest.raises((DatasetError, ImageError)) as err:
         ds = folders.scan_tree(root)
-        folders.store_size(ds, 64)
+        list(folders.batches(ds.train, 64, True, train=True))
     assert needle in str(err.value) and "\n" not in str(err.value)
     if damage == "unreadable":
         assert str(root / "train" / "dog" / "1.jpg") in str(err.value)

@@ -53,7 +53,7 @@ def make_folder(root: Path, n: int, size: int = 224, classes: int = 10) -> None:
 
     rng = np.random.default_rng(0)
     for i in range(n):
-        split = "train" if i % 5 else "test"
+        split = "train" if (i // classes) % 5 else "test"
         cls = f"c{i % classes}"
         d = root / split / cls
         d.mkdir(parents=True, exist_ok=True)
