@@ -107,7 +107,9 @@ def train(
             "epoch_seconds": round(epoch_s, 2),
         }
         if device.type == "cuda" or epoch == t.epochs:  # on a CPU, only the last epoch
-            row["test_top1"] = round(training.evaluate_top1(loop.model, test_ds, 1000, amp), 3)
+            row["test_top1"] = round(
+                training.evaluate_top1(loop.model, test_ds, training.eval_batch(device, p.model.image_size), amp), 3
+            )
         done.history.append(row)
         log.info("epoch %d: %s", epoch, row)
         now = time.perf_counter()
@@ -156,7 +158,10 @@ def run(args: argparse.Namespace) -> None:
     model = done.model
     # Final top-1 in fp32 on the full test split: the number the other backends compare to.
     amp_free = training.evaluate_top1(
-        model, DeviceDataset(test_split, device, p.data.mean, p.data.std, p.model.image_size, pad=0), 1000, False
+        model,
+        DeviceDataset(test_split, device, p.data.mean, p.data.std, p.model.image_size, pad=0),
+        training.eval_batch(device, p.model.image_size),
+        False,
     )
     wall = time.perf_counter() - t_start + done.earlier_wall_s
     save_checkpoint(

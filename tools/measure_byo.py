@@ -90,6 +90,8 @@ def memory(args: argparse.Namespace) -> dict:
     }  # fmt: skip
     result: dict = {"images": args.images, "train_subset": args.train_subset, "steps": {}}
     for name, cmd in steps.items():
+        if name not in args.steps:
+            continue
         wall, rss = run_measured([sys.executable, *cmd], here)
         result["steps"][name] = {"wall_s": round(wall, 1), "peak_rss_mib": round(rss)}
         print(name, result["steps"][name], flush=True)
@@ -120,6 +122,7 @@ def main() -> None:
     m.add_argument("--work", type=Path, required=True)
     m.add_argument("--images", type=int, default=20000)
     m.add_argument("--train-subset", type=int, default=1024)
+    m.add_argument("--steps", default="prepare,train,export,evaluate", help="comma-separated")
     s = sub.add_parser("prepare-speed")
     s.add_argument("--raw", type=Path, required=True)
     s.add_argument("--before", type=Path, required=True)
