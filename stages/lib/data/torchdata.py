@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .prepared import Split
+from .store import release
 
 
 class DeviceDataset:
@@ -59,6 +60,7 @@ class DeviceDataset:
         order = np.argsort(rows, kind="stable")  # read the mapped file forwards
         batch = np.empty((len(rows), *self.host.shape[1:]), np.uint8)
         batch[order] = self.host[rows[order]]
+        release(self.host)
         return torch.from_numpy(batch).permute(0, 3, 1, 2)
 
     def normalise(self, x_u8: torch.Tensor) -> torch.Tensor:
