@@ -20,6 +20,9 @@ from stages.lib.model.usermodel import load_user_checkpoint
 from stages.lib.model.useronnx import adopt_onnx
 from tests.conftest import TINY, run_stage, write_params
 
+# The tiny project's params with MobileNetV3-Large at 32x32 on 64 synthetic training images.
+OVERRIDES = [*TINY, "model=mobilenet_v3_large", "model.image_size=32", "data.synthetic_train=64"]
+OVERRIDES += ["data.calib_size=32", "calibrate.num_images=32"]
 MOBILE = ModelParams(
     name="mobilenet_v3_small",
     arch="mobilenet_v3_small",
@@ -141,7 +144,7 @@ def tiny_mobile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.conftest import copy_project
 
     root = copy_project(tmp_path_factory.mktemp("user"))
-    write_params(root, [*TINY, "model=mobilenet_v3_large", "model.image_size=32", "data.synthetic_train=64", "data.calib_size=32", "calibrate.num_images=32"])
+    write_params(root, OVERRIDES)
     run_stage("prepare", ["--out", "data/prepared"], root)
     return root
 
@@ -164,7 +167,7 @@ def test_train_copies_a_user_checkpoint_instead_of_training(tiny_mobile: Path) -
     torch.manual_seed(3)
     mine = build_model(p)
     torch.save(mine, tiny_mobile / "mine.pt")
-    overrides = [*TINY, "model=mobilenet_v3_large", "model.image_size=32", "data.synthetic_train=64", "data.calib_size=32", "calibrate.num_images=32"]
+    overrides = OVERRIDES
     write_params(tiny_mobile, [*overrides, f"model.checkpoint={tiny_mobile / 'mine.pt'}"])
     run_stage("train", _train_args("out"), tiny_mobile)
     saved = torch.load(tiny_mobile / "out" / "checkpoint.pt", weights_only=True)
@@ -176,7 +179,7 @@ def test_train_copies_a_user_checkpoint_instead_of_training(tiny_mobile: Path) -
 def test_export_adopts_a_user_onnx_model_as_fp32(tiny_mobile: Path) -> None:
     p = dataclasses.replace(MOBILE, name="mobilenet_v3_large", arch="mobilenet_v3_large")
     _export(build_model(p), tiny_mobile / "mine.onnx", batch_dynamic=False)
-    overrides = [*TINY, "model=mobilenet_v3_large", "model.image_size=32", "data.synthetic_train=64", "data.calib_size=32", "calibrate.num_images=32"]
+    overrides = OVERRIDES
     write_params(
         tiny_mobile, [*overrides, f"model.onnx={tiny_mobile / 'mine.onnx'}", "backends=[onnxruntime,tensorrt]"]
     )
