@@ -86,7 +86,8 @@ def memory(args: argparse.Namespace) -> dict:
         "evaluate": ["-m", "stages.evaluate", "--params", str(params), "--precision", "fp32",
                      "--test", str(work / "prepared" / "test.npz"), "--reference", str(m / "reference.npy"),
                      "--checkpoint", str(m / "checkpoint.pt"), "--onnx", str(m / "onnx" / "fp32.onnx"),
-                     "--engine-dir", str(m / "engines"), "--out", str(m / "eval.json")],
+                     "--engine-dir", str(m / "engines"), "--out", str(m / "eval.json"),
+                     "--detail", str(m / "eval_detail.json")],
     }  # fmt: skip
     result: dict = {"images": args.images, "train_subset": args.train_subset, "steps": {}}
     for name, cmd in steps.items():
