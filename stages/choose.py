@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> None:
     images = load_heldout(p, args.train, qdq) if ranking["int8_drop_pts"] > budget else None
 
     def drop_of(groups: list[Group]) -> float:
+        assert images is not None  # choose() measures only when the full INT8 model misses the budget
         return ranking["fp32_top1"] - top1(logits(revert(qdq, groups), images), images.labels)
 
     choice = choose(ranked, drop_of, ranking["int8_drop_pts"], budget, deadline)

@@ -1,5 +1,8 @@
 """export: checkpoint -> fp32.onnx and fp16.onnx (dynamic batch), checked and validated.
 
+With ``model.onnx`` the user's ONNX classifier is checked and taken as fp32.onnx instead
+(:mod:`stages.lib.model.useronnx`); its ONNX Runtime logits are the reference.
+
 With ``export.raw_input`` the models take uint8 NHWC images and preprocess inside the graph;
 with ``export.io_fp16`` fp16.onnx returns fp16 (and takes fp16 unless raw). ONNX Runtime is
 validated against PyTorch (float input) on real test images with tolerances from params;
@@ -22,11 +25,12 @@ import torch
 from .lib.core.cli import run_main
 from .lib.core.config import load_params
 from .lib.core.errors import BackendUnavailable, OnnxModelError, ParityError
-from .lib.core.io import atomic_path, write_json
+from .lib.core.io import atomic_path, read_json, write_json
 from .lib.core.params import Params
 from .lib.data import inputs
 from .lib.data import prepared as data
 from .lib.model.networks import RawPixels, load_checkpoint
+from .lib.model.useronnx import adopt_onnx
 from .lib.quant.onnxgraph import check_onnx, topological_sort
 from .lib.runners.ort_runner import available_device, reference_runner
 
@@ -131,41 +135,53 @@ def logits_of(runner: Any, split: data.Split, p: Params, n: int, desc: str) -> n
 
 def run(args: argparse.Namespace) -> None:
     p = load_params(args.params)
-    model, meta = load_checkpoint(args.checkpoint, p.model)
     test = data.load_split(args.test)
     t0 = time.perf_counter()
     fp32, fp16 = args.out_dir / "fp32.onnx", args.out_dir / "fp16.onnx"
     raw = p.export.raw_input
-    net = RawPixels(model, p.data.mean, p.data.std).eval() if raw else model
-    export_fp32(net, p.model.image_size, p.export.opset, p.export.exporter, fp32, raw=raw)
+    model = None
+    if p.model.onnx:  # the user's ONNX model is the FP32 model; ONNX Runtime is the reference
+        adopted = adopt_onnx(p.model.onnx, fp32, p.model.image_size, p.model.num_classes)
+        synthetic = bool(read_json(args.test.parent / "meta.json").get("synthetic", False))
+    else:
+        model, meta = load_checkpoint(args.checkpoint, p.model)
+        synthetic = bool(meta["synthetic"])
+        net = RawPixels(model, p.data.mean, p.data.std).eval() if raw else model
+        export_fp32(net, p.model.image_size, p.export.opset, p.export.exporter, fp32, raw=raw)
     export_fp16(fp32, fp16, io_fp16=p.export.io_fp16)
     export_s = time.perf_counter() - t0
 
     n = min(p.export.parity_images, len(test))  # PyTorch on float input: the reference either way
-    x_all = inputs.preprocess(test.images[:n], p.data.mean, p.data.std, p.model.image_size)
-    with torch.no_grad():
-        torch_logits = np.concatenate([model(torch.from_numpy(x_all[i : i + 64])).numpy() for i in range(0, n, 64)])
+    torch_logits = None
+    if model is not None:
+        x_all = inputs.preprocess(test.images[:n], p.data.mean, p.data.std, p.model.image_size)
+        with torch.no_grad():
+            torch_logits = np.concatenate([model(torch.from_numpy(x_all[i : i + 64])).numpy() for i in range(0, n, 64)])
     device = available_device(p)
     report: dict[str, Any] = {
         "opset": p.export.opset,
-        "exporter": p.export.exporter,
+        "exporter": "user onnx" if p.model.onnx else p.export.exporter,
         "export_s": round(export_s, 2),
         "fp32_onnx_mb": round(fp32.stat().st_size / 2**20, 2),
         "fp16_onnx_mb": round(fp16.stat().st_size / 2**20, 2),
         "ort_provider": device,
-        "synthetic_data": bool(meta["synthetic"]),
+        "synthetic_data": synthetic,
         "raw_input": raw,
         "io_fp16": p.export.io_fp16,
     }
+    if p.model.onnx:
+        report["user_onnx"] = adopted
+        report["opset"] = adopted["opset"]
     with reference_runner(p, "fp32", fp32, device) as ort32:
         report["fp32_input"] = ort32.input_spec().describe()
-        parity = compare(
-            torch_logits,
-            logits_of(ort32, test, p, n, "parity fp32"),
-            p.export.atol,
-            p.export.rtol,
-            f"ONNX Runtime FP32 vs PyTorch on {fp32}",
-        )
+        ort_logits = logits_of(ort32, test, p, n, "parity fp32")
+        if torch_logits is None:
+            parity: dict[str, Any] = {"status": "skipped", "reason": "model.onnx: no PyTorch model to compare with"}
+            torch_logits = ort_logits
+        else:
+            parity = compare(
+                torch_logits, ort_logits, p.export.atol, p.export.rtol, f"ONNX Runtime FP32 vs PyTorch on {fp32}"
+            )
         report["fp32_parity"] = parity
         n_ref = min(p.export.reference_images, len(test))
         reference = logits_of(ort32, test, p, n_ref, "reference logits")
@@ -174,7 +190,7 @@ def run(args: argparse.Namespace) -> None:
     report["reference_images"] = n_ref
     report["fp16_parity"] = fp16_parity(p, fp16, test, torch_logits, device)
     write_json(args.report, report)
-    log.info("exported %s and %s; FP32 parity max |diff| %.2e over %d images", fp32, fp16, parity["max_abs_diff"], n)
+    log.info("exported %s and %s; FP32 parity %s over %d images", fp32, fp16, parity.get("max_abs_diff", "skipped"), n)
 
 
 def fp16_parity(p: Params, fp16: Path, test: data.Split, torch_logits: np.ndarray, device: str) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """predict: the top-k classes of image files, with a trained model's engine, ONNX model or checkpoint.
 
-Images (JPEG, PNG, ...; folders are searched recursively, in sorted order) must have the
-dataset's size (32x32 for CIFAR-10); grey, palette and RGBA images become RGB as in the dataset
-loader. Preprocessing is the evaluation's own (:mod:`stages.lib.data.inputs`), into whatever the
-model takes (raw uint8 pixels or normalised floats). Probabilities are the softmax of the
+Images (JPEG, PNG, WebP, ...; folders are searched recursively, in sorted order) may have any
+size: one not at the prepared images' size goes through the evaluation transform (shorter side
+resized, centre crop; :mod:`stages.lib.data.transforms`), as the test split did; grey, palette
+and RGBA images become RGB as in the dataset loader. Preprocessing is the evaluation's own
+(:mod:`stages.lib.data.inputs`), into whatever the model takes (raw uint8 pixels or normalised
+floats). Probabilities are the softmax of the
 logits. TensorRT runs in $TRT_PYTHON when that is set. Also installed as ``trt-predict``.
 """
 
@@ -72,7 +74,7 @@ def read_images(files: list[Path], size: int, skip_bad: bool) -> tuple[np.ndarra
             skipped.append({"file": str(f), "error": str(exc)})
             print(f"skipped: {exc}", file=sys.stderr)
     if not images:
-        raise ImageError(f"none of the {len(files)} file(s) is a readable {size}x{size} image")
+        raise ImageError(f"none of the {len(files)} file(s) is a readable image")
     return np.stack(images), kept, skipped
 
 

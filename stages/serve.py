@@ -36,7 +36,6 @@ from .lib.trt.engine import BUILD_FILE
 log = logging.getLogger(__name__)
 
 
-
 def serve_backend(sp: ServingPython, pa: str, backend: str, args: argparse.Namespace, p: Params) -> dict[str, Any]:
     """Serve one backend and load it; its record (status, levels, versions)."""
     try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,6 +31,8 @@ from .lib.model import resume as resume_state
 from .lib.model import training
 from .lib.model.networks import save_checkpoint
 from .lib.model.resume import Resume
+from .lib.model.usermodel import load_user_checkpoint
+from .lib.model.useronnx import adopt_onnx, onnx_top1
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +46,11 @@ def pick_device(p: Params) -> torch.device:
     return torch.device(p.device)
 
 
-def subset(split: data.Split, n: int, seed: int) -> data.Split:
-    if n <= 0 or n >= len(split):
-        return split
-    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed)).numpy()[:n]
-    return data.Split(split.images[idx], split.labels[idx])
+def subset_rows(n_images: int, n: int, seed: int) -> np.ndarray | None:
+    """The rows of a random ``n``-image training subset (None: all ``n_images``)."""
+    if n <= 0 or n >= n_images:
+        return None
+    return torch.randperm(n_images, generator=torch.Generator().manual_seed(seed)).numpy()[:n]
 
 
 @dataclass
@@ -60,14 +63,22 @@ class Trained:
 
 
 def train(
-    p: Params, train_split: data.Split, test_split: data.Split, device: torch.device, resume: Resume | None = None
+    p: Params,
+    train_split: data.Split,
+    test_split: data.Split,
+    device: torch.device,
+    resume: Resume | None = None,
+    rows: np.ndarray | None = None,
+    augment: str = "pad-crop",
 ) -> Trained:
     """Train from scratch, or from ``resume``'s saved state when it matches these params and data."""
     torch.manual_seed(p.seed)
     t = p.train
     amp = t.amp and device.type == "cuda"
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
-    train_ds = DeviceDataset(train_split, device, p.data.mean, p.data.std, p.model.image_size)
+    train_ds = DeviceDataset(
+        train_split, device, p.data.mean, p.data.std, p.model.image_size, rows=rows, augment=augment
+    )
     test_ds = DeviceDataset(test_split, device, p.data.mean, p.data.std, p.model.image_size, pad=0)
     loop = training.new_loop(p, device, fmt, max(1, len(train_ds) // t.batch_size))
     done = Trained(loop.model, [], 0.0)
@@ -97,7 +108,9 @@ def train(
             "epoch_seconds": round(epoch_s, 2),
         }
         if device.type == "cuda" or epoch == t.epochs:  # on a CPU, only the last epoch
-            row["test_top1"] = round(training.evaluate_top1(loop.model, test_ds, 1000, amp), 3)
+            row["test_top1"] = round(
+                training.evaluate_top1(loop.model, test_ds, training.eval_batch(device, p.model.image_size), amp), 3
+            )
         done.history.append(row)
         log.info("epoch %d: %s", epoch, row)
         now = time.perf_counter()
@@ -135,7 +148,8 @@ def run(args: argparse.Namespace) -> None:
             f"{args.data} has {len(meta['classes'])} classes but model "
             f"{p.model.name} has num_classes={p.model.num_classes}"
         )
-    train_split = subset(data.load_split(args.data / "train.npz"), p.train.subset, p.seed)
+    train_split = data.load_split(args.data / "train.npz")
+    rows = subset_rows(len(train_split), p.train.subset, p.seed)
     test_split = data.load_split(args.data / "test.npz")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -143,11 +157,21 @@ def run(args: argparse.Namespace) -> None:
     if args.resume_state is not None:
         key = resume_state.resume_key(p, [args.data / "train.npz", args.data / "test.npz"])
         resume = Resume(args.resume_state, key)
-    done = train(p, train_split, test_split, device, resume)
+    if p.model.onnx:  # the user's ONNX model: export takes it; nothing to train or copy here
+        _record_onnx(args, p, test_split, meta, time.perf_counter() - t_start)
+        return
+    if p.model.checkpoint:  # the user's trained model: checked, then copied instead of training
+        done = Trained(load_user_checkpoint(p.model.checkpoint, p.model).to(device), [], 0.0)
+        log.info("model.checkpoint: %s fits %s; copied instead of training", p.model.checkpoint, p.model.arch)
+    else:
+        done = train(p, train_split, test_split, device, resume, rows, meta.get("augment", "pad-crop"))
     model = done.model
     # Final top-1 in fp32 on the full test split: the number the other backends compare to.
     amp_free = training.evaluate_top1(
-        model, DeviceDataset(test_split, device, p.data.mean, p.data.std, p.model.image_size, pad=0), 1000, False
+        model,
+        DeviceDataset(test_split, device, p.data.mean, p.data.std, p.model.image_size, pad=0),
+        training.eval_batch(device, p.model.image_size),
+        False,
     )
     wall = time.perf_counter() - t_start + done.earlier_wall_s
     save_checkpoint(
@@ -159,7 +183,8 @@ def run(args: argparse.Namespace) -> None:
             "classes": meta["classes"],
             "dataset_source": meta["source"],
             "synthetic": meta["synthetic"],
-            "epochs": p.train.epochs,
+            "epochs": 0 if p.model.checkpoint else p.train.epochs,
+            "from_checkpoint": p.model.checkpoint,
             "seed": p.seed,
             "test_top1_fp32": amp_free,
             "torch": str(torch.__version__),
@@ -170,8 +195,8 @@ def run(args: argparse.Namespace) -> None:
         args.metrics,
         {
             "test_top1": round(amp_free, 3),
-            "epochs": p.train.epochs,
-            "train_images": len(train_split),
+            "epochs": 0 if p.model.checkpoint else p.train.epochs,
+            "train_images": len(train_split) if rows is None else len(rows),
             "train_wall_s": round(wall, 1),  # with interrupted runs' time up to their last save
             "train_images_per_s": round(done.images_per_s, 1),
             "resumed": len(done.resumed_at),
@@ -184,6 +209,37 @@ def run(args: argparse.Namespace) -> None:
         resume.path.unlink(missing_ok=True)  # the checkpoint now holds what it was for
     resumed = f" (resumed after epochs {done.resumed_at})" if done.resumed_at else ""
     log.info("trained %s: test top-1 %.2f%% in %.0f s%s", p.model.name, amp_free, wall, resumed)
+
+
+def _record_onnx(args: argparse.Namespace, p: Params, test_split: data.Split, meta: dict, wall: float) -> None:
+    """model.onnx: an empty checkpoint that names the ONNX file (the PyTorch backends are
+    off, see params_check), and the ONNX model's top-1 as the training top-1."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="user-onnx.") as tmp:  # checked as export will check it
+        adopted = Path(tmp) / "fp32.onnx"
+        adopt_onnx(p.model.onnx or "", adopted, p.model.image_size, p.model.num_classes)
+        top1 = onnx_top1(adopted, test_split, p.data.mean, p.data.std, p.model.image_size)
+    info = {"model": p.model.name, "arch": p.model.arch, "classes": meta["classes"], "onnx": p.model.onnx}
+    save_checkpoint(args.checkpoint, nn.Module(), {**info, "synthetic": meta["synthetic"], "test_top1_fp32": top1})
+    write_csv(args.history, [])
+    write_json(
+        args.metrics,
+        {
+            "test_top1": round(top1, 3),
+            "epochs": 0,
+            "train_images": 0,
+            "train_wall_s": round(wall, 1),
+            "train_images_per_s": 0.0,
+            "resumed": 0,
+            "device": "cpu",
+            "profile": p.profile,
+            "synthetic_data": bool(meta["synthetic"]),
+        },
+    )
+    log.info(
+        "model.onnx: %s has test top-1 %.2f%% (ONNX Runtime); export takes it as the FP32 model", p.model.onnx, top1
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

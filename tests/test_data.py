@@ -266,14 +266,19 @@ def test_load_raw_image_tree_archive(tmp_path: Path, top: str) -> None:
     assert ds.source == f"folder-archive:{archive}"
 
 
-def test_image_of_wrong_size_is_named(tmp_path: Path) -> None:
+def test_images_of_other_sizes_are_transformed_to_the_model_size(tmp_path: Path) -> None:
     tree = _tree_images()
-    tree["train"]["moose"]["a_moose.png"] = np.zeros((28, 32, 3), np.uint8)
+    odd = np.random.default_rng(1).integers(0, 256, (28, 40, 3), dtype=np.uint8)
+    tree["train"]["moose"]["a_moose.png"] = odd
     _write_tree(tmp_path, tree)
-    with pytest.raises(DatasetError) as err:
-        rawdata.load_raw(tmp_path)
-    assert "a_moose.png" in str(err.value)
-    assert "expected a 32x32 RGB image" in str(err.value) and "(28, 32, 3)" in str(err.value)
+    ds = rawdata.load_raw(tmp_path, image_size=32)
+    assert ds.train.images.shape[1:] == (32, 32, 3) and ds.test.images.shape[1:] == (32, 32, 3)
+    # training storage: the shorter side (28) to 32, then the centre 32x32
+    from stages.lib.data.transforms import train_transform
+
+    moose = ds.classes.index("moose")
+    first_moose = int(np.flatnonzero(ds.train.labels == moose)[0])
+    np.testing.assert_array_equal(ds.train.images[first_moose], train_transform(odd, 32))
 
 
 def test_unreadable_image_is_named(tmp_path: Path) -> None:
@@ -362,7 +367,7 @@ def test_empty_raw_dir_names_folder_and_layouts(tmp_path: Path) -> None:
         ".tar.gz of such a tree",
     ):
         assert layout in msg
-    assert "data.download=true" in msg
+    assert "data.download=auto" in msg
 
 
 def test_raw_dir_with_unrelated_files_lists_them(tmp_path: Path) -> None:
@@ -462,7 +467,7 @@ def test_device_dataset_normalise_equals_preprocess(size: int) -> None:
 
     imgs = _images(4, seed=11)
     ds = DeviceDataset(data.Split(imgs, np.arange(4)), torch.device("cpu"), MEAN, STD, size)
-    got = ds.normalise(ds.images).numpy()
+    got = ds.normalise(ds.take(torch.arange(4))).numpy()
     want = inputs.preprocess(imgs, MEAN, STD, size)
     assert got.shape == want.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

@@ -94,8 +94,19 @@ def repository(prepared_tiny: Path, tmp_path_factory: pytest.TempPathFactory) ->
         _skipped_engine(tmp / "engines" / precision, precision)
     args = ["--params", str(prepared_tiny / "params.yaml"), "--onnx-dir", f"artifacts/{MODEL}/onnx"]
     args += ["--engines-dir", str(tmp / "engines"), "--out", str(tmp / "repo"), "--report", str(tmp / "package.json")]
-    run_stage("package", args, prepared_tiny)
+    run_stage("package", [*args, "--meta", "data/prepared/meta.json"], prepared_tiny)
     return tmp / "repo", tmp / "package.json", plan
+
+
+def test_every_model_names_its_classes_in_a_label_file(
+    prepared_tiny: Path, repository: tuple[Path, Path, bytes]
+) -> None:
+    repo, _, _ = repository
+    classes = json.loads((prepared_tiny / "data" / "prepared" / "meta.json").read_text())["classes"]
+    for folder in repo.iterdir():
+        assert (folder / "labels.txt").read_text().splitlines() == classes
+        config = _parse((folder / "config.pbtxt").read_text())
+        assert [o.label_filename for o in config.output] == ["labels.txt"]
 
 
 def test_every_config_parses_with_tritons_schema(repository: tuple[Path, Path, bytes]) -> None:

@@ -149,6 +149,20 @@ def test_grey_and_rgba_images_become_rgb_as_in_the_dataset_loader(
     assert preds[0]["top"] == preds[1]["top"] and preds[2]["top"] == preds[3]["top"]
 
 
+def test_any_size_goes_through_the_evaluation_transform(prepared_tiny: Path, tmp_path: Path, monkeypatch) -> None:
+    from stages.lib.data.transforms import eval_transform
+
+    rng = np.random.default_rng(3)
+    odd = {"wide.png": rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)}
+    odd["tall.png"] = rng.integers(0, 256, (120, 90, 3), dtype=np.uint8)
+    files = [_png(tmp_path / name, img) for name, img in odd.items()]
+    files += [_png(tmp_path / f"as32_{name}", eval_transform(img, 32)) for name, img in odd.items()]
+    out = tmp_path / "p.json"
+    assert _run(prepared_tiny, monkeypatch, *map(str, files), "--backend", "onnxruntime", "--output", str(out)) == 0
+    preds = json.loads(out.read_text())["predictions"]
+    assert preds[0]["top"] == preds[2]["top"] and preds[1]["top"] == preds[3]["top"]
+
+
 @pytest.fixture(scope="module")
 def bad_files(images: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bad")
@@ -156,11 +170,11 @@ def bad_files(images: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> d
     Image.fromarray(images[0]).save(buf, "JPEG")
     (root / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     (root / "notes.png").write_text("a text file named .png")
-    _png(root / "big.png", np.zeros((40, 40, 3), np.uint8))
+    (root / "empty.webp").write_bytes(b"")
     return {
         "truncated": root / "truncated.jpg",
         "text": root / "notes.png",
-        "size": root / "big.png",
+        "empty": root / "empty.webp",
         "good": _png(root / "good.png", images[2]),
     }
 
@@ -170,7 +184,7 @@ def bad_files(images: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> d
     [
         ("truncated", "not a readable image ("),  # then Pillow's words, e.g. (Truncated File Read)
         ("text", "not a readable image (not an image file, or a format Pillow cannot read)"),
-        ("size", "expected a 32x32 RGB image, got 40x40 (40, 40, 3); resize it first"),
+        ("empty", "not a readable image (not an image file, or a format Pillow cannot read)"),
     ],
 )
 def test_a_bad_file_is_a_one_line_error_naming_it(prepared_tiny: Path, bad_files, bad: str, needle: str) -> None:
@@ -185,7 +199,7 @@ def test_a_bad_file_is_a_one_line_error_naming_it(prepared_tiny: Path, bad_files
 def test_skip_bad_reports_each_bad_file_and_predicts_the_others(
     prepared_tiny: Path, bad_files, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    files = [str(bad_files[k]) for k in ("truncated", "good", "text", "size")]
+    files = [str(bad_files[k]) for k in ("truncated", "good", "text", "empty")]
     js, cs = tmp_path / "p.json", tmp_path / "p.csv"
     proc = run_stage("predict", [*files, "--backend", "onnxruntime", "--skip-bad", "--output", str(js)], prepared_tiny)
     skipped = [line for line in proc.stderr.splitlines() if line.startswith("skipped: ")]
@@ -213,7 +227,7 @@ def test_skip_bad_with_nothing_readable_fails(prepared_tiny: Path, bad_files) ->
     args = [str(bad_files["text"]), "--backend", "onnxruntime", "--skip-bad"]
     proc = run_stage("predict", args, prepared_tiny, check=False)
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == "error: predict: none of the 1 file(s) is a readable 32x32 image"
+    assert proc.stderr.strip().splitlines()[-1] == "error: predict: none of the 1 file(s) is a readable image"
 
 
 def test_missing_paths_and_empty_folders_are_one_line_errors(prepared_tiny: Path, tmp_path: Path) -> None:

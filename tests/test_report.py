@@ -484,6 +484,7 @@ def test_synthetic_banner_only_for_synthetic_data(on_gpu: Ran, on_cpu: Ran) -> N
     assert on_cpu.summary.index(banner) < on_cpu.summary.index("## Skipped or not run")
     assert "SYNTHETIC" not in on_gpu.summary
     assert "- Data: cifar10 from `pickle:data/raw/cifar-10-batches-py` (50000 train / 10000 test" in on_gpu.summary
+    assert f"- Classes ({len(CLASSES)}): {', '.join(CLASSES)}" in on_gpu.summary
 
 
 def _expected_status_lines(ran: Ran) -> list[str]:

@@ -7,6 +7,7 @@ once in one :class:`~.errors.ParamsError`.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -38,4 +39,14 @@ def params_from_dict(raw: Any, source: str = "params.yaml") -> Params:
         problems.extend(validate(params))
     if problems:
         raise ParamsError(problems, source)
-    return params
+    return with_model_normalisation(params)
+
+
+def with_model_normalisation(p: Params) -> Params:
+    """``p`` with data.mean/std replaced by the model's own normalisation where the model
+    names one (torchvision's ImageNet weights expect ImageNet's), so that every stage reads
+    the normalisation in force from data.mean/std."""
+    if p.model.mean is None or p.model.std is None:
+        return p
+    data = dataclasses.replace(p.data, mean=list(p.model.mean), std=list(p.model.std))
+    return dataclasses.replace(p, data=data)

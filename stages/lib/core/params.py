@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .archs import CLASSIFIERS as ARCHS  # noqa: F401 - any torchvision classifier, by name
+
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("pytorch", "torch_compile", "onnxruntime", "tensorrt")
-ARCHS = ("resnet18", "resnet50")
 CALIBRATION_METHODS = ("entropy", "minmax", "percentile")
 HIGH_PRECISIONS = ("fp32", "fp16")  # calibrate.high_precision: the Q/DQ model's float type
 DATA_SOURCES = ("auto", "pickle", "folder", "synthetic")
@@ -27,6 +28,14 @@ class ModelParams:
     image_size: int
     num_classes: int
     pretrained: bool
+    # ImageNet weights for pretrained=true: a file, else torch's hub cache, else a download
+    weights: str | None = None
+    checkpoint: str | None = None  # the user's trained model (state_dict or whole model): train copies it
+    onnx: str | None = None  # the user's ONNX classifier: export checks it and takes it as the FP32 model
+    # The normalisation the model's weights expect (ImageNet's for torchvision's); when set it
+    # replaces data.mean/std for every stage (see stages.lib.core.config). None: the dataset's.
+    mean: list[float] | None = None
+    std: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,7 @@ class DataParams:
     name: str
     source: str
     raw_dir: str
-    download: bool
+    download: bool | str  # auto: when raw_dir holds no dataset and the network answers; true; false
     calib_size: int
     mean: list[float]
     std: list[float]

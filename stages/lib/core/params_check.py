@@ -50,8 +50,9 @@ def _name_problems(p: Params) -> list[str]:
     """Names that must be one of a known set."""
     problems = [
         *_one_of("device", p.device, DEVICES),
-        *_one_of("model.arch", p.model.arch, ARCHS),
+        *_arch_problems(p),
         *_one_of("data.source", p.data.source, DATA_SOURCES),
+        *([] if isinstance(p.data.download, bool) else _one_of("data.download", p.data.download, ("auto",))),
         *_one_of("calibrate.method", p.calibrate.method, CALIBRATION_METHODS),
         *_one_of("calibrate.high_precision", p.calibrate.high_precision, HIGH_PRECISIONS),
         *_one_of("export.exporter", p.export.exporter, ("torchscript", "dynamo")),
@@ -67,6 +68,36 @@ def _name_problems(p: Params) -> list[str]:
         problems.append("precisions: must name at least one of " + ", ".join(PRECISIONS))
     if len(set(p.precisions)) != len(p.precisions):
         problems.append(f"precisions: duplicates in {p.precisions}")
+    return problems
+
+
+def _arch_problems(p: Params) -> list[str]:
+    """model.arch must be a torchvision classifier (the closest names are suggested); the CIFAR
+    stem exists only for the ResNet family; a user's checkpoint and ONNX file exclude each other."""
+    from .archs import closest
+
+    m, problems = p.model, []
+    if m.arch not in ARCHS:
+        near = ", ".join(closest(m.arch)) or "see torchvision.models.list_models()"
+        problems.append(f"model.arch: unknown value {m.arch!r}; closest valid names: {near}")
+    if m.cifar_stem and m.arch in ARCHS and not m.arch.startswith(("resnet", "resnext", "wide_resnet")):
+        problems.append(f"model.cifar_stem: only ResNets have the stem it replaces, not {m.arch}; set it false")
+    for where, values in (("model.mean", m.mean), ("model.std", m.std)):
+        if values is not None and len(values) != 3:
+            problems.append(f"{where}: must list 3 values (R, G, B) or be null, got {values}")
+    if (m.mean is None) != (m.std is None):
+        problems.append("model.mean and model.std: set both (the weights' normalisation) or neither")
+    if m.checkpoint and m.onnx:
+        problems.append("model.checkpoint and model.onnx: give one of the two (a PyTorch or an ONNX model)")
+    if m.onnx:
+        torch_backends = [b for b in p.backends if b in ("pytorch", "torch_compile")]
+        if torch_backends:
+            problems.append(
+                f"model.onnx: the {', '.join(torch_backends)} backend(s) need a PyTorch model; "
+                "set backends=[onnxruntime,tensorrt]"
+            )
+        if p.export.raw_input:
+            problems.append("model.onnx: export.raw_input needs a PyTorch model to wrap; set it false")
     return problems
 
 

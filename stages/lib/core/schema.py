@@ -44,8 +44,10 @@ def _convert(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where, problems)  # type: ignore[arg-type]
     if origin in (typing.Union, types.UnionType):  # `X | None`: null is allowed
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _convert(inner, value, where, problems)
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(tp)):
+            return None
+        return _convert_union(options, value, where, problems)
     if origin is dict:
         key_tp, item_tp = typing.get_args(tp)
         if not isinstance(value, dict):
@@ -79,6 +81,20 @@ def _convert(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
             problems.append(f"{where}: expected a string, got {value!r}")
         return value
     raise TypeError(f"unsupported field type {tp!r} at {where}")  # a bug, not user input
+
+
+def _convert_union(options: list[Any], value: Any, where: str, problems: list[str]) -> Any:
+    """The first of ``options`` that ``value`` converts to without a problem (`bool | str`)."""
+    if len(options) == 1:
+        return _convert(options[0], value, where, problems)
+    for option in options:
+        scratch: list[str] = []
+        converted = _convert(option, value, where, scratch)
+        if not scratch:
+            return converted
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    problems.append(f"{where}: expected {names}, got {value!r}")
+    return value
 
 
 def _join(where: str, key: str) -> str:

@@ -115,8 +115,12 @@ def model_batches(
     """Model-input batches of ``images`` in order; the last one smaller unless ``drop_last``."""
     n = len(images)
     stop = n - n % batch_size if drop_last else n
+    from .store import release
+
     for start in range(0, stop, batch_size):
-        yield to_model_input(images[start : start + batch_size], spec, mean, std)
+        x = to_model_input(images[start : start + batch_size], spec, mean, std)
+        release(images)  # a memory-mapped split: its pages leave the resident set
+        yield x
 
 
 class _Infers(Protocol):

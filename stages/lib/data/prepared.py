@@ -7,6 +7,7 @@ arrays too (reading raw CIFAR-10 is :mod:`stages.lib.data.rawdata`; model input 
 from __future__ import annotations
 
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,23 +67,30 @@ def synthetic(n_train: int, n_test: int, num_classes: int, seed: int) -> RawData
 
 def save_split(path: Path, split: Split) -> None:
     from ..core.io import atomic_path
+    from .store import write_split
 
     need = split.images.nbytes + split.labels.nbytes
-    with atomic_path(path, need_bytes=need) as tmp, open(tmp, "wb") as f:
-        np.savez(f, images=split.images, labels=split.labels)
+    with atomic_path(path, need_bytes=need) as tmp:
+        write_split(tmp, split.images, split.labels)
 
 
 def load_split(path: str | Path) -> Split:
-    """Load a prepared split (written by the prepare stage)."""
+    """A prepared split (written by the prepare stage), its images memory-mapped: batches are
+    read from disk as they are indexed."""
+    from .store import map_member
+
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path} is missing: run `dvc repro prepare`")
     try:
+        images = map_member(path, "images.npy")
         with np.load(path) as z:
             if not isinstance(z, np.lib.npyio.NpzFile):
                 raise ValueError("a bare array, not an .npz of images and labels")
-            images, labels = z["images"], z["labels"]
-    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError) as exc:
+            if images is None:
+                images = z["images"]
+            labels = z["labels"]
+    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
         raise DatasetError(f"{path}: not a prepared split ({exc}); run `dvc repro -f prepare`") from exc
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise DatasetError(f"{path}: expected uint8 NHWC images, got {images.dtype} {images.shape}")

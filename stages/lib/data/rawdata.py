@@ -3,15 +3,14 @@
 Torch-free. Accepted raw layouts under ``data.raw_dir`` (searched in this order):
   1. ``cifar-10-batches-py/`` (the official pickled batches, extracted)
   2. ``cifar-10-python.tar.gz`` (the official archive)
-  3. an image-folder tree ``train/<class>/*`` and ``test/<class>/*`` (at the top, or one
-     folder down)
+  3. an image-folder tree ``train/<class>/*`` and ``test/<class>/*`` or ``val/<class>/*`` (at
+     the top, or one folder down), images of any size (:mod:`.folders`)
   4. a ``.tar.gz``/``.tgz`` holding such a tree (e.g. cifar10-jpg.tar.gz)
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import pickle
 import tarfile
@@ -21,8 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import DatasetError, ImageError
+from ..core.errors import DatasetError
 from ..core.progress import progress
+from . import folders
+from .folders import IMAGE_SUFFIXES, LAYOUT_HELP  # noqa: F401 - IMAGE_SUFFIXES: re-exported
+from .folders import archive_entry as _archive_entry
 from .prepared import IMAGE_SIZE, RawDataset, Split
 
 log = logging.getLogger(__name__)
@@ -42,30 +44,47 @@ CIFAR10_CLASSES = (
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_TRAIN_IMAGES = 50_000
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-LAYOUT_HELP = (
-    "accepted layouts: cifar-10-batches-py/, cifar-10-python.tar.gz, an image-folder tree "
-    "train/<class>/*.jpg + test/<class>/*.jpg, or a .tar.gz of such a tree "
-    "(e.g. copy cifar10-jpg.tar.gz there)"
-)
 
 
 # -- raw loading ---------------------------------------------------------------------------
 
 
-def load_raw(raw_dir: str | Path, source: str = "auto", download: bool = False) -> RawDataset:
-    """Load CIFAR-10 from ``raw_dir`` in any accepted layout (see module docstring)."""
+def locate(raw_dir: str | Path, source: str = "auto", download: bool | str = False) -> tuple[str, Path]:
+    """(layout kind, path) of the dataset in ``raw_dir``, downloading CIFAR-10 when asked and
+    nothing is there; kinds: pickle-dir, pickle-tar, folder-tree, folder-tar."""
+    raw = Path(raw_dir)
+    found = _locate(raw, source)
+    if found is not None:
+        return found
+    if download and source in ("auto", "pickle"):
+        return "pickle-tar", _download(raw)
+    raise _not_found(raw)
+
+
+def load_pickle(kind: str, path: Path) -> RawDataset:
+    """CIFAR-10's pickled batches (a folder or the official archive) as arrays."""
+    return _load_pickle_dir(path) if kind == "pickle-dir" else _load_pickle_tar(path)
+
+
+def load_raw(
+    raw_dir: str | Path, source: str = "auto", download: bool | str = False, image_size: int = IMAGE_SIZE
+) -> RawDataset:
+    """The dataset in ``raw_dir`` in any accepted layout (see module docstring), in memory;
+    an image folder is stored at ``image_size`` as :mod:`.folders` says. The prepare stage
+    streams large folders instead (:func:`.folders.batches`)."""
     raw = Path(raw_dir)
     found = _locate(raw, source)
     if found is not None:
         kind, path = found
-        return _LOADERS[kind](path)
+        if kind.startswith("pickle"):
+            return load_pickle(kind, path)
+        return _folder_arrays(folders.scan_tree(path) if kind == "folder-tree" else folders.scan_tar(path), image_size)
     if download and source in ("auto", "pickle"):
         return _load_pickle_tar(_download(raw))
     raise _not_found(raw)
 
 
-def count_train_images(raw_dir: str | Path, source: str = "auto", download: bool = False) -> int:
+def count_train_images(raw_dir: str | Path, source: str = "auto", download: bool | str = False) -> int:
     """How many training images :func:`load_raw` would load, without decoding any image (a
     folder archive's member names are read, not its images)."""
     raw = Path(raw_dir)
@@ -78,7 +97,7 @@ def count_train_images(raw_dir: str | Path, source: str = "auto", download: bool
     if kind in ("pickle-dir", "pickle-tar"):
         return CIFAR10_TRAIN_IMAGES  # the official batches: 5 x 10,000
     if kind == "folder-tree":
-        return sum(1 for f in (path / "train").glob("*/*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        return sum(1 for f in (path / "train").glob("*/*") if folders.is_image(f.name))
     try:
         with tarfile.open(path, "r:*") as tar:
             return sum(1 for m in tar if m.isfile() and _archive_entry(m.name)[0] == "train")
@@ -90,7 +109,7 @@ def _not_found(raw: Path) -> DatasetError:
     found = sorted(p.name for p in raw.iterdir()) if raw.is_dir() else []
     return DatasetError(
         f"no CIFAR-10 found in {raw}/ (it holds: {', '.join(found) or 'nothing'}); "
-        f"{LAYOUT_HELP}; or set data.download=true on a machine with network"
+        f"{LAYOUT_HELP}; or set data.download=auto on a machine with network"
     )
 
 
@@ -104,7 +123,7 @@ def _locate(raw: Path, source: str) -> tuple[str, Path] | None:
                 return "pickle-tar", raw / "cifar-10-python.tar.gz"
         elif kind == "folder":
             for root in [raw, *sorted(p for p in raw.glob("*") if p.is_dir())]:
-                if (root / "train").is_dir() and (root / "test").is_dir():
+                if (root / "train").is_dir() and folders.test_split_of(root):
                     return "folder-tree", root
             archives = sorted(
                 p for p in raw.glob("*") if p.name.endswith((".tar.gz", ".tgz")) and p.name != "cifar-10-python.tar.gz"
@@ -112,15 +131,6 @@ def _locate(raw: Path, source: str) -> tuple[str, Path] | None:
             if archives:
                 return "folder-tar", archives[0]
     return None
-
-
-def _archive_entry(name: str) -> tuple[str | None, str, str]:
-    """(split, class, file) of an archive member path ``.../<split>/<class>/<file>`` that is an
-    image, else (None, "", "")."""
-    parts = name.strip("./").split("/")
-    if len(parts) < 3 or parts[-3] not in ("train", "test") or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
-        return None, "", ""
-    return parts[-3], parts[-2], parts[-1]
 
 
 def _unpickle(blob: bytes, name: str) -> dict:
@@ -178,111 +188,49 @@ def _load_pickle_tar(archive: Path) -> RawDataset:
     return RawDataset(train, test, CIFAR10_CLASSES, f"pickle:{archive}", False)
 
 
-def decode_image(blob: bytes, name: str, size: int = IMAGE_SIZE) -> np.ndarray:
-    """An image file's bytes -> uint8 RGB (size, size, 3). Grey, palette and RGBA images are
-    converted to RGB (alpha dropped); anything else is an ImageError naming ``name``."""
-    from PIL import Image, UnidentifiedImageError
+def decode_image(blob: bytes, name: str, size: int | None = None) -> np.ndarray:
+    """An image file's bytes -> uint8 RGB (H, W, 3); with ``size``, an image of another size
+    goes through the evaluation transform to ``size`` x ``size`` (what predict does)."""
+    from .transforms import eval_transform
 
-    try:
-        with Image.open(io.BytesIO(blob)) as img:
-            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except UnidentifiedImageError as exc:
-        raise ImageError(f"{name}: not a readable image (not an image file, or a format Pillow cannot read)") from exc
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt image data
-        raise ImageError(f"{name}: not a readable image ({exc})") from exc
-    if arr.shape != (size, size, 3):
-        h, w = arr.shape[:2]
-        raise ImageError(f"{name}: expected a {size}x{size} RGB image, got {w}x{h} {arr.shape}; resize it first")
-    return arr
+    img = folders.decode(blob, name)
+    return img if size is None else eval_transform(img, size)
 
 
-def _split_from_files(files: dict[str, list[tuple[str, bytes]]] | None, where: str, classes: tuple[str, ...]) -> Split:
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    items = [(c, name, blob) for c in classes for name, blob in sorted(files.get(c, []))]  # type: ignore[union-attr]
-    for cls, name, blob in progress(items, total=len(items), desc=f"decode {where}"):
-        images.append(decode_image(blob, name))
-        labels.append(classes.index(cls))
-    if not images:
-        raise DatasetError(f"{where}: no images found; {LAYOUT_HELP}")
-    return Split(np.stack(images), np.asarray(labels, dtype=np.int64))
+def _folder_arrays(ds: folders.FolderDataset, image_size: int) -> RawDataset:
+    size, transform = folders.store_size(ds, image_size)
+
+    def split(items: list[folders.Item], train: bool, where: str) -> Split:
+        parts = list(progress(folders.batches(items, size, transform, train), -(-len(items) // 256), f"decode {where}"))
+        return Split(np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]))
+
+    return RawDataset(split(ds.train, True, "train"), split(ds.test, False, "test"), ds.classes, ds.source, False)
 
 
-def _check_classes(train: dict, test: dict, where: str) -> tuple[str, ...]:
-    classes = tuple(sorted(train))
-    if not classes:
-        raise DatasetError(f"{where}: train/ has no class folders; {LAYOUT_HELP}")
-    if sorted(test) != list(classes):
-        raise DatasetError(
-            f"{where}: train/ and test/ class folders differ ({', '.join(classes)} vs {', '.join(sorted(test))})"
-        )
-    return classes
-
-
-def _load_folder_tree(root: Path) -> RawDataset:
-    def scan(split: str) -> dict[str, list[tuple[str, bytes]]]:
-        out: dict[str, list[tuple[str, bytes]]] = {}
-        for cls_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
-            out[cls_dir.name] = [
-                (str(f), f.read_bytes()) for f in sorted(cls_dir.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES
-            ]
-        return out
-
-    train_files, test_files = scan("train"), scan("test")
-    classes = _check_classes(train_files, test_files, str(root))
-    return RawDataset(
-        _split_from_files(train_files, f"{root}/train", classes),
-        _split_from_files(test_files, f"{root}/test", classes),
-        classes,
-        f"folder:{root}",
-        False,
-    )
-
-
-def _load_folder_tar(archive: Path) -> RawDataset:
-    files: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "test": {}}
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                split, cls, _ = _archive_entry(member.name)
-                if member.isfile() and split is not None:
-                    blob = tar.extractfile(member).read()  # type: ignore[union-attr]
-                    files[split].setdefault(cls, []).append((f"{archive}:{member.name}", blob))
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DatasetError(f"{archive}: not a readable archive ({exc}); {LAYOUT_HELP}") from exc
-    if not files["train"] or not files["test"]:
-        raise DatasetError(f"{archive}: holds no train/<class>/ and test/<class>/ images; {LAYOUT_HELP}")
-    classes = _check_classes(files["train"], files["test"], str(archive))
-    return RawDataset(
-        _split_from_files(files["train"], f"{archive}:train", classes),
-        _split_from_files(files["test"], f"{archive}:test", classes),
-        classes,
-        f"folder-archive:{archive}",
-        False,
-    )
-
-
-def _download(raw: Path) -> Path:
+def _download(raw: Path, timeout_s: float = 30.0) -> Path:
+    """CIFAR-10's official archive into ``raw`` (md5-checked, written atomically); offline, a
+    DatasetError that says where to put the file."""
     raw.mkdir(parents=True, exist_ok=True)
     dest = raw / "cifar-10-python.tar.gz"
     part = raw / "cifar-10-python.tar.gz.part"
-    log.info("downloading %s", CIFAR10_URL)
+    log.info("no dataset in %s/: downloading %s", raw, CIFAR10_URL)
+    md5 = hashlib.md5()  # noqa: S324 - the published checksum
     try:
-        urllib.request.urlretrieve(CIFAR10_URL, part)
+        with urllib.request.urlopen(CIFAR10_URL, timeout=timeout_s) as resp, open(part, "wb") as f:  # noqa: S310
+            while chunk := resp.read(1 << 20):
+                md5.update(chunk)
+                f.write(chunk)
     except (urllib.error.URLError, OSError) as exc:
         part.unlink(missing_ok=True)
-        raise DatasetError(f"no CIFAR-10 in {raw}/ and the download failed ({exc}); {LAYOUT_HELP}") from exc
-    digest = hashlib.md5(part.read_bytes()).hexdigest()  # noqa: S324 - the published checksum
-    if digest != CIFAR10_MD5:
+        raise DatasetError(
+            f"no dataset in {raw}/ and {CIFAR10_URL} cannot be reached ({getattr(exc, 'reason', exc)}): "
+            f"put cifar-10-python.tar.gz (or cifar10-jpg.tar.gz, or an image-folder tree) in {raw}/"
+        ) from exc
+    if md5.hexdigest() != CIFAR10_MD5:
         part.unlink()
-        raise DatasetError(f"downloaded archive has md5 {digest}, expected {CIFAR10_MD5}")
+        raise DatasetError(
+            f"the archive downloaded from {CIFAR10_URL} has md5 {md5.hexdigest()}, expected {CIFAR10_MD5}: "
+            f"put a good cifar-10-python.tar.gz in {raw}/"
+        )
     part.rename(dest)
     return dest
-
-
-_LOADERS = {
-    "pickle-dir": _load_pickle_dir,
-    "pickle-tar": _load_pickle_tar,
-    "folder-tree": _load_folder_tree,
-    "folder-tar": _load_folder_tar,
-}

@@ -4,29 +4,64 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .prepared import Split
+from .store import release
 
 
 class DeviceDataset:
-    """A split held on the device as uint8 NCHW; batches are augmented and normalised there."""
+    """A split whose batches are augmented and normalised on the device. On a GPU the split is
+    held there as uint8 NCHW; on the CPU batches are gathered from the (memory-mapped) host
+    array as they are drawn, so host memory stays bounded. ``rows`` picks a subset (in that
+    order). ``augment``: CIFAR-style padded random crops, or random-resized crops
+    (scale 0.08-1, aspect 3/4-4/3, torchvision's recipe) of images stored at the model size."""
 
     def __init__(
-        self, split: Split, device: torch.device, mean: list[float], std: list[float], size: int, pad: int = 4
+        self,
+        split: Split,
+        device: torch.device,
+        mean: list[float],
+        std: list[float],
+        size: int,
+        pad: int = 4,
+        rows: np.ndarray | None = None,
+        augment: str = "pad-crop",
     ) -> None:
-        x = torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous()
-        self.images = x.to(device)
-        self.padded = F.pad(self.images, (pad, pad, pad, pad)) if pad else self.images
-        self.labels = torch.from_numpy(split.labels).to(device)
+        self.rows = rows
+        if device.type == "cpu":
+            self.host: np.ndarray | None = split.images
+            self.images: torch.Tensor | None = None
+        else:
+            chosen = split.images if rows is None else split.images[rows]
+            self.host, self.images = (
+                None,
+                torch.from_numpy(np.asarray(chosen)).permute(0, 3, 1, 2).contiguous().to(device),
+            )
+        labels = split.labels if rows is None else split.labels[rows]
+        self.labels = torch.from_numpy(np.asarray(labels)).to(device)
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
-        self.size, self.pad, self.device = size, pad, device
-        self.hw = int(self.images.shape[-1])
+        self.size, self.pad, self.device, self.augment = size, pad, device, augment
+        self.hw = int(split.images.shape[2])
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW images at positions ``idx`` of this dataset, on the device."""
+        if self.images is not None:
+            return self.images[idx]
+        assert self.host is not None
+        pos = idx.cpu().numpy()
+        rows = pos if self.rows is None else self.rows[pos]
+        order = np.argsort(rows, kind="stable")  # read the mapped file forwards
+        batch = np.empty((len(rows), *self.host.shape[1:]), np.uint8)
+        batch[order] = self.host[rows[order]]
+        release(self.host)
+        return torch.from_numpy(batch).permute(0, 3, 1, 2)
 
     def normalise(self, x_u8: torch.Tensor) -> torch.Tensor:
         """Same arithmetic as inputs.preprocess: /255, -mean, /std, nearest upsampling."""
@@ -38,18 +73,22 @@ class DeviceDataset:
         return x
 
     def augmented(self, idx: torch.Tensor, generator: torch.Generator, cutout: int = 0) -> torch.Tensor:
-        """Random crop (zero padding), horizontal flip and optional Cutout, on the device.
+        """Random crop (zero padding, or random-resized), horizontal flip and optional Cutout,
+        on the device.
 
         Cutout (DeVries & Taylor, 2017) zeroes a ``cutout`` x ``cutout`` square at a random
         centre (clipped at the border) of the normalised image, i.e. sets it to the mean.
         """
+        if self.augment == "random-resized-crop":
+            return self._resized_crops(idx, generator)
         b, hw = idx.shape[0], self.hw
         off = torch.randint(0, 2 * self.pad + 1, (2, b), device=self.device, generator=generator)
         ar = torch.arange(hw, device=self.device)
         rows = (off[0][:, None] + ar)[:, None, :, None]
         cols = (off[1][:, None] + ar)[:, None, None, :]
         chan = torch.arange(3, device=self.device)[None, :, None, None]
-        crops = self.padded[idx[:, None, None, None], chan, rows, cols]
+        padded = F.pad(self.take(idx), (self.pad,) * 4) if self.pad else self.take(idx)
+        crops = padded[torch.arange(b, device=self.device)[:, None, None, None], chan, rows, cols]
         flip = torch.rand(b, device=self.device, generator=generator) < 0.5
         crops = torch.where(flip[:, None, None, None], crops.flip(3), crops)
         x = self.normalise(crops)
@@ -65,8 +104,31 @@ class DeviceDataset:
             x = x.masked_fill(mask[:, None], 0.0)
         return x
 
+    def _resized_crops(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random-resized crops of the batch, resized (bilinear, roi_align) to the model size,
+        and flipped half the time."""
+        from torchvision.ops import roi_align
+
+        b, hw, dev = idx.shape[0], float(self.hw), self.device
+        u = torch.rand(4, b, device=dev, generator=generator)
+        area = hw * hw * (0.08 + 0.92 * u[0])
+        ratio = torch.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[1])
+        w = torch.sqrt(area * ratio).clamp(1.0, hw)
+        h = torch.sqrt(area / ratio).clamp(1.0, hw)
+        x0, y0 = (hw - w) * u[2], (hw - h) * u[3]
+        boxes = torch.stack([torch.arange(b, device=dev, dtype=torch.float32), x0, y0, x0 + w, y0 + h], 1)
+        x = self.normalise_only(self.take(idx))
+        crops = roi_align(x, boxes, output_size=self.size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        flip = torch.rand(b, device=dev, generator=generator) < 0.5
+        return torch.where(flip[:, None, None, None], crops.flip(3), crops)
+
+    def normalise_only(self, x_u8: torch.Tensor) -> torch.Tensor:
+        """/255, -mean, /std at the stored size."""
+        return (x_u8.float() * (1 / 255) - self.mean) / self.std
+
     def plain(self, start: int, stop: int) -> torch.Tensor:
-        return self.normalise(self.images[start:stop])
+        idx = torch.arange(start, min(stop, len(self)), device=self.device)
+        return self.normalise(self.take(idx))
 
 
 def cutmix(

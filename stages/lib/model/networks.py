@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torchvision
@@ -15,40 +15,100 @@ from ..core.params import ModelParams
 
 log = logging.getLogger(__name__)
 
-_WEIGHTS = {
-    "resnet18": "ResNet18_Weights",
-    "resnet50": "ResNet50_Weights",
+# Keyword arguments some constructors need to build a plain classifier: one output, no
+# auxiliary heads (GoogLeNet and Inception return a tuple in training mode otherwise).
+_CTOR_KWARGS: dict[str, dict[str, Any]] = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
 }
 
 
 def build_model(p: ModelParams) -> nn.Module:
-    """torchvision ResNet; with ``cifar_stem`` a 3x3 stride-1 stem and no max-pool."""
-    ctor = getattr(torchvision.models, p.arch)
-    model: nn.Module = ctor(weights=None, num_classes=p.num_classes)
+    """The torchvision classifier ``p.arch`` with ``p.num_classes`` outputs; with ``pretrained``
+    its ImageNet weights and a fresh head; with ``cifar_stem`` (ResNets) a 3x3 stride-1 stem and
+    no max-pool."""
+    kwargs = _CTOR_KWARGS.get(p.arch, {})
     if p.pretrained:
+        model = torchvision.models.get_model(p.arch, weights=None, **kwargs)
         _load_imagenet(model, p)
+        replace_head(model, p.num_classes)
+    else:
+        model = torchvision.models.get_model(p.arch, weights=None, num_classes=p.num_classes, **kwargs)
     if p.cifar_stem:
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
     return model
 
 
-def _load_imagenet(model: nn.Module, p: ModelParams) -> None:
-    """ImageNet weights for the body; the head (and a CIFAR stem) stay freshly initialised."""
-    weights = getattr(torchvision.models, _WEIGHTS[p.arch]).IMAGENET1K_V1
+def replace_head(model: nn.Module, num_classes: int) -> None:
+    """Replace the classifier's last layer, whatever the family, by a fresh one with
+    ``num_classes`` outputs: the last ``nn.Linear`` in module order (SqueezeNet, which has
+    none, ends in a 1x1 ``nn.Conv2d``)."""
+    layers: list[tuple[str, nn.Module]] = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not layers:
+        layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not layers:
+        raise CheckpointError(f"{type(model).__name__} has no Linear or Conv2d layer to serve as its head")
+    name, old = layers[-1]
+    if isinstance(old, nn.Linear):
+        new: nn.Module = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    else:
+        assert isinstance(old, nn.Conv2d)
+        size, stride = cast("tuple[int, int]", old.kernel_size), cast("tuple[int, int]", old.stride)
+        new = nn.Conv2d(old.in_channels, num_classes, kernel_size=size, stride=stride)
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+
+
+def imagenet_state_dict(p: ModelParams) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights for ``p.arch``: the file ``model.weights`` when set, else
+    torch's hub cache (``$TORCH_HOME/hub/checkpoints``), else a download into that cache."""
+    if p.weights:
+        return _weights_file(Path(p.weights))
+    weights = torchvision.models.get_model_weights(p.arch).DEFAULT  # type: ignore[attr-defined]
     try:
-        state = weights.get_state_dict(progress=False)
+        return weights.get_state_dict(progress=False)  # the hub cache first, then the network
     except Exception as exc:  # network errors surface as many types
         raise PretrainedWeightsError(
             f"model.pretrained=true but the ImageNet weights for {p.arch} could not be had "
             f"({type(exc).__name__}: {exc}); put {weights.url.rsplit('/', 1)[-1]} in "
-            f"{torch.hub.get_dir()}/checkpoints/ or set model.pretrained=false"
+            f"{torch.hub.get_dir()}/checkpoints/, set model.weights=path/to/file.pth, or set model.pretrained=false"
         ) from exc
-    skip = {"fc.weight", "fc.bias"}
-    if p.cifar_stem:
-        skip.add("conv1.weight")
-    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=False)
-    log.info("loaded ImageNet weights for %s (fresh: %s)", p.arch, ", ".join(sorted(missing)))
+
+
+def _weights_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise PretrainedWeightsError(f"model.weights: {path} does not exist; give the path of a .pth state_dict")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types on corrupt files
+        raise PretrainedWeightsError(
+            f"model.weights: {path} is not a readable state_dict ({type(exc).__name__})"
+        ) from exc
+    if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
+        blob = blob["state_dict"]
+    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        raise PretrainedWeightsError(f"model.weights: {path} holds no state_dict (a mapping of names to tensors)")
+    return blob
+
+
+def _load_imagenet(model: nn.Module, p: ModelParams) -> None:
+    """ImageNet weights for the whole network as torchvision built it (1000 classes); the
+    caller then replaces the head. Auxiliary heads' weights are ignored."""
+    state = {k: v for k, v in imagenet_state_dict(p).items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        where = p.weights or f"torchvision's {p.arch} weights"
+        raise PretrainedWeightsError(f"{where}: do not fit {p.arch} ({state_dict_problem(exc)})") from exc
+    log.info("loaded ImageNet weights for %s from %s", p.arch, p.weights or "torchvision")
+
+
+def state_dict_problem(exc: RuntimeError) -> str:
+    """The first specific line of a load_state_dict error, shortened to fit one line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    line = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+    return line if len(line) <= 160 else line[:157] + "..."
 
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:

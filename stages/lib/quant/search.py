@@ -74,7 +74,7 @@ def rank(
         reverted = float(sample_error(ref, logits(revert(model, [g]), sub)).mean())
         harms[i] = (base - reverted) / base if base > 0 else 0.0
     order = sorted(range(len(groups)), key=lambda i: (harms[i] is None, -(harms[i] or 0.0)))
-    ranked = [dict(groups[i].describe(), harm=None if harms[i] is None else round(harms[i], 6)) for i in order]
+    ranked = [dict(groups[i].describe(), harm=None if (h := harms[i]) is None else round(h, 6)) for i in order]
     return {
         **out,
         "rank_images": len(worst),

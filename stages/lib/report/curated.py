@@ -102,7 +102,7 @@ def data(c: Collected) -> dict[str, Number]:
     return {"synthetic_data": int(bool(c.meta.get("synthetic")))}
 
 
-def failed(c: Collected) -> dict[str, Number]:
+def failed(c: Collected) -> Mapping[str, Number]:
     """failed_cases: builds, evaluations and benchmark batches that failed (not skipped)."""
     return failures.metrics(_failed_cases(c))
 

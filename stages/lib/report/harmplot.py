@@ -11,9 +11,9 @@ from .plot import _save, plt
 def harm_plot(b: dict[str, Any] | None, dest: Path) -> bool:
     """Bars of harm per ranked Q/DQ group, the reverted ones marked; False when nothing was ranked."""
     ranked = [g for g in (b or {}).get("groups", []) if g.get("harm") is not None]
-    if not ranked:
+    if not b or not ranked:
         return False
-    reverted = {g["group"] for g in b["reverted"]} if b else set()
+    reverted = {g["group"] for g in b["reverted"]}
     fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(ranked) + 2), 4.2))
     colors = ["#d62728" if g["group"] in reverted else "#7f7f7f" for g in ranked]
     ax.bar(range(len(ranked)), [g["harm"] for g in ranked], color=colors)

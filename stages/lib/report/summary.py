@@ -22,6 +22,13 @@ def _resumed(train: dict[str, Any]) -> str:
     return f", over {n + 1} runs (interrupted and resumed {times}; each run counted up to its last save)"
 
 
+def _classes(meta: dict[str, Any]) -> str:
+    """The dataset's class names (the folder names of an image-folder dataset), in label order."""
+    names = meta.get("classes") or []
+    shown = ", ".join(map(str, names[:20])) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+    return f"- Classes ({len(names)}): {shown or 'unknown'}"
+
+
 def _calibration_check(cal: dict[str, Any]) -> str:
     """The calibrate stage's own check, when it ran: Q/DQ vs FP32 agreement, float layers and
     the calibration methods tried before the kept one."""
@@ -83,6 +90,7 @@ def summary_markdown(c: Collected, plots_dir: Path, extra: list[str] | None = No
         f"- Data: {c.meta.get('dataset')} from `{c.meta.get('source')}` "
         f"({c.meta.get('train_images')} train / {c.meta.get('test_images')} test; "
         f"calibration: {c.meta.get('calib_images')} images from the {c.meta.get('calib_drawn_from')})",
+        _classes(c.meta),
         f"- Training: {c.train.get('epochs')} epoch{'' if c.train.get('epochs') == 1 else 's'} "
         f"on {c.train.get('train_images')} images, "
         f"test top-1 {tables.fmt(c.train.get('test_top1'))}% (FP32), "
