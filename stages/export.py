@@ -135,16 +135,17 @@ def logits_of(runner: Any, split: data.Split, p: Params, n: int, desc: str) -> n
 
 def run(args: argparse.Namespace) -> None:
     p = load_params(args.params)
-    test = data.load_split(args.test)
+    # the user's ONNX model is the FP32 model (ONNX Runtime the reference); else the checkpoint
+    model, meta = (None, {}) if p.model.onnx else load_checkpoint(args.checkpoint, p.model)
+    test = data.load_split(args.test)  # inputs checked in pipeline order: train's, then prepare's
     t0 = time.perf_counter()
     fp32, fp16 = args.out_dir / "fp32.onnx", args.out_dir / "fp16.onnx"
     raw = p.export.raw_input
-    model = None
-    if p.model.onnx:  # the user's ONNX model is the FP32 model; ONNX Runtime is the reference
+    if p.model.onnx:
         adopted = adopt_onnx(p.model.onnx, fp32, p.model.image_size, p.model.num_classes)
         synthetic = bool(read_json(args.test.parent / "meta.json").get("synthetic", False))
     else:
-        model, meta = load_checkpoint(args.checkpoint, p.model)
+        assert model is not None
         synthetic = bool(meta["synthetic"])
         net = RawPixels(model, p.data.mean, p.data.std).eval() if raw else model
         export_fp32(net, p.model.image_size, p.export.opset, p.export.exporter, fp32, raw=raw)

@@ -194,7 +194,7 @@ def test_prepare_with_empty_raw_dir(project: Path) -> None:
         "train/<class>/",
         "test/<class>/",
         ".tar.gz of such a tree",
-        "data.download=true",
+        "data.download=auto",
     )
     assert not (project / "data" / "prepared").exists()
     assert sorted(p.name for p in (project / "data").iterdir()) == ["raw"]

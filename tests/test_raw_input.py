@@ -160,7 +160,9 @@ def test_benchmark_rows_for_a_raw_onnx_model_record_uint8_input(raw: Path) -> No
     p = _params(raw)
     with create_runner("onnxruntime", "fp32", Artifacts(onnx=raw / M / "onnx/fp32.onnx"), p) as runner:
         x = runner.bench_batch(4)
-        rows = benchmark.bench_runner(runner, "onnxruntime", p)
+        failed: list[dict[str, object]] = []
+        rows = benchmark.bench_runner(runner, "onnxruntime", p, failed)
+    assert not failed
     assert x.dtype == np.uint8 and x.shape == (4, 32, 32, 3) and x.std() > 50  # random pixels, not zeros
     assert [r["batch_size"] for r in rows] == [1, 4]  # bench.batch_sizes in TINY
     assert {(r["input_dtype"], r["input_layout"]) for r in rows} == {("uint8", "NHWC")}

@@ -145,17 +145,21 @@ class SizeMismatch(ImageError):
     """An image of another size in a dataset being kept at its images' own size."""
 
 
+def image_size(item: Item) -> tuple[int, int]:
+    """(width, height) of ``item`` from its header; an ImageError naming it if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(item.read())) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{item.name}: not a readable image ({type(exc).__name__}: {exc})") from exc
+
+
 def native_size(ds: FolderDataset, model_size: int) -> int | None:
     """The side of the first training image when it is square and divides ``model_size``
     (the dataset may then be kept as it is, if every image has that size), else None."""
-    from PIL import Image, UnidentifiedImageError
-
-    first = ds.train[0]
-    try:
-        with Image.open(io.BytesIO(first.read())) as img:
-            w, h = img.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{first.name}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    w, h = image_size(ds.train[0])
     return w if w == h and model_size % w == 0 else None
 
 
@@ -163,14 +167,11 @@ def store_size(ds: FolderDataset, model_size: int) -> tuple[int, bool]:
     """(stored image side, whether images are transformed) by reading every image's header:
     the images' own side when every one is square at a size dividing ``model_size``, else
     ``model_size``, transformed. (prepare decides while it writes instead.)"""
-    from PIL import Image
-
     side = native_size(ds, model_size)
     for it in (*ds.train, *ds.test) if side else ():
-        with Image.open(io.BytesIO(it.read())) as img:
-            if img.size != (side, side):
-                side = None
-                break
+        if image_size(it) != (side, side):
+            side = None
+            break
     return (side, False) if side else (model_size, True)
 
 
