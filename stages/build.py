@@ -16,7 +16,7 @@ from typing import Any
 
 from .lib.core.cli import run_main
 from .lib.core.config import load_params
-from .lib.core.errors import OnnxModelError
+from .lib.core.errors import EngineBuildFailed, OnnxModelError, is_out_of_memory
 from .lib.core.interpreter import run_module, trt_python
 from .lib.core.io import read_json, write_bytes, write_json
 from .lib.core.params import Params
@@ -58,7 +58,18 @@ def run(args: argparse.Namespace) -> None:
     calibration = _implicit_calibration(trt, args.calib, p, out) if args.implicit_calibration else None
     from .lib.trt.builder import build_engine
 
-    result = build_engine(trt, logger, args.onnx, args.precision, p.build, cache, calibration)
+    try:
+        result = build_engine(trt, logger, args.onnx, args.precision, p.build, cache, calibration)
+    except Exception as exc:
+        if not (isinstance(exc, EngineBuildFailed) or is_out_of_memory(exc)):
+            raise
+        # a failed case, not a failed stage: evaluate and benchmark run the other backends,
+        # and the report, metrics.json (failed_cases) and the gate name this build
+        record = {"status": "failed", "precision": args.precision, "reason": f"{type(exc).__name__}: {exc}"}
+        write_json(out / BUILD_FILE, {**record, "fingerprint": fp})
+        write_json(args.report, record)
+        log.error("TensorRT %s engine build failed: %s", args.precision, exc)
+        return
     result.report.update(status="built", fingerprint=fp, onnx_sha256=_sha256(args.onnx))
     write_bytes(out / ENGINE_FILE, result.engine)
     if result.timing_cache is not None:

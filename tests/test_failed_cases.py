@@ -3,8 +3,11 @@ the gate fails on them unless quality.allow_failed_cases."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from stages.lib.core.io import write_json
 from stages.lib.core.params import QualityParams
@@ -98,3 +101,34 @@ def test_report_says_failed_apart_from_skipped_and_counts_them(project: Path) ->
     assert f"- **failed**: {OOM} (benchmark pytorch FP16 batch 4096)" in lines
     assert any(x.startswith("- **skipped**: TensorRT is not installed") for x in lines)
     assert json.loads((project / R / "metrics.json").read_text())["failed_cases"] == 2
+
+
+def test_a_build_tensorrt_cannot_finish_is_a_failed_case_the_gate_names(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TensorRT's builder returning no engine (a failed allocation, say) is recorded, not a
+    traceback: build.json says failed with the reason, the stage returns, and the case counts."""
+    from stages import build
+    from stages.lib.core.errors import EngineBuildFailed
+    from stages.lib.trt import builder, common
+
+    def no_engine(*_: Any) -> None:
+        raise EngineBuildFailed("TensorRT failed to build the int8 engine from m.onnx (out of memory)")
+
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("TRT_PYTHON", "")
+    monkeypatch.setattr(common, "import_tensorrt", lambda: object())
+    monkeypatch.setattr(common, "make_logger", lambda trt: None)
+    monkeypatch.setattr(builder, "build_engine", no_engine)
+    (project / "m.onnx").write_bytes(b"onnx")
+    write_json(project / "fp.json", {"available": True, "gpu": {"name": "test GPU"}})
+    out, report = project / "artifacts/resnet18_cifar/engines/int8", project / R / "build/int8.json"
+    assert build.main(["--precision", "int8", "--onnx", "m.onnx", "--fingerprint", "fp.json"]
+                      + ["--out-dir", str(out), "--report", str(report)]) == 0  # fmt: skip
+    record = json.loads(report.read_text())
+    assert record["status"] == "failed" and "out of memory" in record["reason"]
+    assert not (out / "model.engine").exists()
+    [case] = read_failed_cases(project / R, ["int8"])
+    assert (case.stage, case.backend, case.precision) == ("build", "tensorrt", "int8")
+    [check] = gate_checks({}, QualityParams(max_top1_drop=0.5, min_fp32_agreement=0.99), [case])
+    assert check["passed"] is False and "out of memory" in check["detail"]

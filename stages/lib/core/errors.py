@@ -71,6 +71,10 @@ class EngineError(PipelineError):
     """A TensorRT engine failed to build, load or run."""
 
 
+class EngineBuildFailed(EngineError):
+    """TensorRT's builder returned no engine (its own errors, such as a failed allocation, say why)."""
+
+
 class EngineMismatchError(EngineError):
     """An engine was built for other hardware or another TensorRT version."""
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import EngineError, OnnxModelError, UnsupportedCombination
+from ..core.errors import EngineBuildFailed, EngineError, OnnxModelError, UnsupportedCombination
 from ..core.params import BuildParams
 from ..data.inputs import InputSpec
 from . import common
@@ -77,7 +77,7 @@ def build_engine(
     build_s = time.perf_counter() - t0
     del parser, calibrator  # both had to live until the build was done
     if serialized is None:
-        raise EngineError(
+        raise EngineBuildFailed(
             f"TensorRT failed to build the {precision} engine from {onnx_path} (see the TensorRT errors above)"
         )
     engine_bytes = bytes(serialized)
