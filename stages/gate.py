@@ -25,10 +25,9 @@ log = logging.getLogger(__name__)
 def run(args: argparse.Namespace) -> None:
     p = load_params(args.params)
     evals = {prec: read_json(args.model_dir / "eval" / f"{prec}.json") for prec in p.precisions}
-    checks = gate_checks(evals, p.quality, read_failed_cases(args.model_dir, p.precisions))
+    failed_cases = read_failed_cases(args.model_dir, p.precisions)
     budget = int8budget.load(args.model_dir)  # the INT8 budget on held-out images (choose stage)
-    if budget and "int8" in p.precisions:
-        checks.append(int8budget.gate_check(budget))
+    checks = gate_checks(evals, p.quality, failed_cases, budget)
     failed = [c for c in checks if not c["passed"]]
     write_json(
         args.out,

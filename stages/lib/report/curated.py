@@ -79,9 +79,7 @@ def training(c: Collected) -> dict[str, Number | None]:
 
 def gate(c: Collected) -> dict[str, Number]:
     """gate_passed (0/1) and gate_failed_checks: the quality gate's verdict on this run."""
-    checks = gate_checks(c.evals, c.p.quality, _failed_cases(c))
-    if c.int8_budget and "int8" in c.p.precisions:
-        checks.append(int8budget.gate_check(c.int8_budget))
+    checks = gate_checks(c.evals, c.p.quality, _failed_cases(c), c.int8_budget)
     failed = sum(not check["passed"] for check in checks)
     return {"gate_passed": int(failed == 0), "gate_failed_checks": failed}
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.params import QualityParams
+from . import int8budget
 from .failures import FailedCase
 from .results import ran
 
 
 def gate_checks(
-    evals: dict[str, dict[str, Any]], q: QualityParams, failed: list[FailedCase] | None = None
+    evals: dict[str, dict[str, Any]],
+    q: QualityParams,
+    failed: list[FailedCase] | None = None,
+    budget: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One check per evaluated backend x precision, and one per failed build or benchmark case.
 
@@ -18,7 +22,8 @@ def gate_checks(
     (else PyTorch FP32, else the ORT FP32 reference logits from export, on their images).
     FP32: top-1 agreement with ONNX Runtime FP32 at least ``min_fp32_agreement``. A backend
     that failed, and each failed case of ``failed`` (build, benchmark), fails its check unless
-    ``quality.allow_failed_cases``.
+    ``quality.allow_failed_cases``. With ``budget`` (the choose stage's int8_budget.json) and
+    INT8 evaluated: one check that the held-out drop met the INT8 budget.
     """
     fp32 = evals.get("fp32", {})
     checks = []
@@ -40,6 +45,8 @@ def gate_checks(
                     case.backend, case.precision, q.allow_failed_cases, f"{case.stage} ran", f"{where}: {case.reason}"
                 )
             )
+    if budget and "int8" in evals:
+        checks.append(int8budget.gate_check(budget))
     return checks
 
 
